@@ -1,0 +1,124 @@
+"""Exactness of the FH backends against skimage.segmentation.felzenszwalb, and input conversion."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from skimage.segmentation import felzenszwalb as sk_felzenszwalb
+
+from regionshards.proposals.felzenszwalb import felzenszwalb, relabel_raster_order
+
+DETCON = (1000, 0.8, 1000)
+SOCO = (300, 0.9, 100)
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina")
+
+
+def resized(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = long_side / max(h, w)
+    return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def reference(image: np.ndarray, params: tuple) -> np.ndarray:
+    return relabel_raster_order(sk_felzenszwalb(image, *params))
+
+
+@pytest.mark.parametrize("params", [DETCON, SOCO], ids=["detcon", "soco"])
+@pytest.mark.parametrize("name", PHOTOS)
+def test_exact_matches_skimage_on_photos(name: str, params: tuple) -> None:
+    image = resized(getattr(skimage.data, name)(), 160)
+    np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("long_side", [224, 500])
+@pytest.mark.parametrize("params", [DETCON, SOCO], ids=["detcon", "soco"])
+@pytest.mark.parametrize("name", PHOTOS)
+def test_exact_matches_skimage_at_benchmark_sizes(name: str, params: tuple, long_side: int) -> None:
+    image = resized(getattr(skimage.data, name)(), long_side)
+    np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params))
+
+
+def test_skimage_labels_are_already_in_raster_order() -> None:
+    # The exact backend numbers segments by first appearance; that is skimage's own order, not a relabelling.
+    image = resized(skimage.data.coffee(), 128)
+    labels = sk_felzenszwalb(image, *SOCO)
+    np.testing.assert_array_equal(labels, relabel_raster_order(labels))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 17), (17, 1), (2, 2), (3, 40)])
+@pytest.mark.parametrize("params", [(1, 0.8, 1), SOCO])
+def test_tiny_shapes(shape: tuple, params: tuple, rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params))
+
+
+def test_uniform_image_is_one_segment() -> None:
+    labels = felzenszwalb(np.full((40, 30, 3), 77, np.uint8))
+    assert labels.dtype == np.int32 and labels.shape == (40, 30) and labels.max() == 0
+
+
+def test_noise_with_small_params_matches_skimage(rng: np.random.Generator) -> None:
+    image = rng.integers(0, 256, size=(64, 80, 3), dtype=np.uint8)
+    for params in [(1, 0.0, 1), (5, 0.3, 2), (100, 0.5, 20)]:
+        np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params))
+
+
+def test_more_than_65535_segments(rng: np.random.Generator) -> None:
+    # No smoothing, tiny scale and random colours: almost every pixel stays its own segment.
+    image = rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8)
+    labels = felzenszwalb(image, scale=1, sigma=0.0, min_size=1)
+    assert labels.max() + 1 > 65_535
+    np.testing.assert_array_equal(labels, reference(image, (1, 0.0, 1)))
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        pytest.param(lambda rgb: rgb[:, :, 0], id="grey"),
+        pytest.param(lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]), id="rgba"),
+        pytest.param(lambda rgb: rgb.astype(np.uint16) * 257, id="uint16"),
+        pytest.param(lambda rgb: rgb.astype(np.float32) / 255, id="float32"),
+        pytest.param(lambda rgb: rgb.astype(np.float64) / 255, id="float64"),
+    ],
+)
+def test_input_conversions_match_the_rgb_uint8_image(convert) -> None:
+    rgb = resized(skimage.data.astronaut(), 96)
+    expected_rgb = np.repeat(rgb[:, :, :1], 3, axis=2) if convert(rgb).ndim == 2 else rgb
+    np.testing.assert_array_equal(felzenszwalb(convert(rgb), *SOCO), reference(expected_rgb, SOCO))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((0, 4, 3), np.uint8), "empty"),
+        (np.zeros((4, 4, 2), np.uint8), "shape"),
+        (np.full((4, 4, 3), 2.0), r"\[0, 1\]"),
+        (np.full((4, 4, 3), np.nan), "NaN"),
+        (np.zeros((4, 4, 3), np.int64), "dtype"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_error(bad: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        felzenszwalb(bad)
+
+
+def test_unknown_backend_is_rejected() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        felzenszwalb(np.zeros((4, 4, 3), np.uint8), backend="nope")  # type: ignore[arg-type]
+
+
+def test_skimage_backend_is_the_reference() -> None:
+    image = resized(skimage.data.rocket(), 120)
+    np.testing.assert_array_equal(felzenszwalb(image, *SOCO, backend="skimage"), reference(image, SOCO))
+
+
+def test_opencv_backend_gives_a_dense_raster_ordered_segmentation() -> None:
+    image = resized(skimage.data.chelsea(), 160)
+    labels = felzenszwalb(image, *SOCO, backend="opencv")
+    assert labels.dtype == np.int32 and labels.shape == image.shape[:2]
+    np.testing.assert_array_equal(labels, relabel_raster_order(labels))
+    sizes = np.bincount(labels.ravel())
+    assert sizes.min() > 0 and labels.max() >= 1
