@@ -86,6 +86,8 @@ def selective_search(
               the texture histogram range (0, 255).
             * ``"alpacadb"``: the PyPI package ``selectivesearch`` 0.4 (texture range (0, 1)).
             * ``"opencv-fast"`` / ``"opencv-quality"``: ``cv2.ximgproc`` multi-strategy selective search.
+              OpenCV ranks boxes randomly (unseeded); they are returned in a canonical order instead (area
+              descending, then x, y, w, h), so take a random subset rather than the first N.
 
     The two faithful variants give the same regions in the same order as the reference, which means keeping
     its quirks:
@@ -158,9 +160,11 @@ def _selective_search_opencv(
         ss.switchToSelectiveSearchFast(base_k, base_k, fh_sigma)
     else:
         ss.switchToSelectiveSearchQuality(base_k, base_k, fh_sigma)
-    # OpenCV ranks regions with its global RNG: seed it so that the same image gives the same boxes.
-    cv2.setRNGSeed(0)
     rects = np.asarray(ss.process(), dtype=np.float32).reshape(-1, 4)
+    # OpenCV ranks its boxes by level times an unseeded random draw, so its order changes from run to run.
+    # A canonical order (area descending, then x, y, w, h) keeps builds deterministic.
+    order = np.lexsort((rects[:, 3], rects[:, 2], rects[:, 1], rects[:, 0], -(rects[:, 2] * rects[:, 3])))
+    rects = rects[order]
     n = rects.shape[0]
     return Proposals(
         rects,
