@@ -30,17 +30,71 @@ def _dist(img: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> float:
     return np.sqrt(s)
 
 
-@numba.njit(cache=True, nogil=True)
-def edge_weights(smooth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weights of the 8-neighbour graph of an (H, W, C) float64 image.
+def n_edges(h: int, w: int) -> int:
+    """Number of edges of the 8-neighbour graph (4 forward edges per pixel, fewer on the border)."""
+    return h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1)
 
-    Returns ``(packed, weights)``: ``packed`` (E,) uint64 holds the upper 32 bits of each weight's IEEE-754
-    pattern above its 32-bit edge id (sort key); ``weights`` (4*H*W,) float64 is indexed by edge id.
+
+@numba.njit(cache=True, nogil=True)
+def gaussian_smooth(rgb: np.ndarray, lut: np.ndarray, kernel: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> None:
+    """``scipy.ndimage.gaussian_filter(lut[rgb], (s, s, 0), mode="reflect")`` bit for bit, into ``out``.
+
+    ``kernel`` holds scipy's weights (centre first, then radius 1, 2, ...). scipy's symmetric 1-D correlation
+    computes ``x[i] * w0`` and then adds ``(x[i - k] + x[i + k]) * w[k]`` for k from the radius down to 1;
+    axis 0 is filtered first, into float64, then axis 1. "reflect" mirrors about the half pixel.
+    Both passes run along contiguous rows so the inner loops vectorise; the per-element order of operations
+    stays scipy's.
+    """
+    h, w, c = rgb.shape
+    r = kernel.size - 1
+    wc = w * c
+    src = rgb.reshape(h, wc)
+    t = tmp.reshape(h, wc)
+    for y in range(h):
+        for i in range(wc):
+            t[y, i] = lut[src[y, i]] * kernel[0]
+        for k in range(r, 0, -1):
+            above = _reflect(y - k, h)
+            below = _reflect(y + k, h)
+            wk = kernel[k]
+            for i in range(wc):
+                t[y, i] += (lut[src[above, i]] + lut[src[below, i]]) * wk
+    line = np.empty((w + 2 * r) * c, dtype=np.float64)
+    o = out.reshape(h, wc)
+    for y in range(h):
+        for x in range(-r, w + r):
+            xs = _reflect(x, w)
+            for ch in range(c):
+                line[(x + r) * c + ch] = t[y, xs * c + ch]
+        for i in range(wc):
+            o[y, i] = line[i + r * c] * kernel[0]
+        for k in range(r, 0, -1):
+            wk = kernel[k]
+            lo = (r - k) * c
+            hi = (r + k) * c
+            for i in range(wc):
+                o[y, i] += (line[lo + i] + line[hi + i]) * wk
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _reflect(i: int, n: int) -> int:
+    if 0 <= i < n:
+        return i
+    period = 2 * n
+    m = i % period
+    if m < 0:
+        m += period
+    return m if m < n else period - 1 - m
+
+
+@numba.njit(cache=True, nogil=True)
+def edge_weights(smooth: np.ndarray, packed: np.ndarray, weights: np.ndarray) -> None:
+    """Weights of the 8-neighbour graph of an (H, W, C) float64 image, into the given buffers.
+
+    ``packed`` (E,) uint64 receives the upper 32 bits of each weight's IEEE-754 pattern above its 32-bit
+    edge id (the sort key); ``weights`` (4*H*W,) float64 the weight at each edge id (other entries unused).
     """
     h, w = smooth.shape[0], smooth.shape[1]
-    n_edges = h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1)
-    packed = np.empty(n_edges, dtype=np.uint64)
-    weights = np.zeros(4 * h * w, dtype=np.float64)
     bits = weights.view(np.uint64)
     e = 0
     for y in range(h):
@@ -59,12 +113,13 @@ def edge_weights(smooth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                     i = 4 * p + d
                     packed[e] = ((bits[i] >> np.uint64(32)) << np.uint64(32)) | np.uint64(i)
                     e += 1
-    return packed, weights
 
 
 @numba.njit(cache=True, nogil=True)
-def sort_edges(packed: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Exact stable sort of edges by float64 weight (ties by edge id); returns sorted edge ids (uint32).
+def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: np.ndarray) -> None:
+    """Exact stable sort of edges by float64 weight (ties by edge id) into ``order`` (E,) uint32.
+
+    ``packed`` and ``tmp`` are both overwritten.
 
     Non-negative floats order like their bit patterns. An LSD radix sort on the upper 32 bits (3 passes of
     11 bits over packed key|id words, so every pass streams) leaves runs of equal upper halves, which an
@@ -79,8 +134,7 @@ def sort_edges(packed: np.ndarray, weights: np.ndarray) -> np.ndarray:
         counts[0, k & mask] += 1
         counts[1, (k >> np.uint64(11)) & mask] += 1
         counts[2, (k >> np.uint64(22)) & mask] += 1
-    tmp = np.empty_like(packed)
-    src = packed.copy()
+    src = packed
     start = np.empty(radix, dtype=np.int64)
     for p in range(3):
         shift = np.uint64(32 + 11 * p)
@@ -97,7 +151,6 @@ def sort_edges(packed: np.ndarray, weights: np.ndarray) -> np.ndarray:
             tmp[j] = v
             start[b] = j + 1
         src, tmp = tmp, src
-    order = np.empty(n, dtype=np.uint32)
     for i in range(n):
         order[i] = np.uint32(src[i] & _LOW32)
     # Finish each run of equal upper halves by full weight; a run of equal weights costs one test per edge.
@@ -116,7 +169,6 @@ def sort_edges(packed: np.ndarray, weights: np.ndarray) -> np.ndarray:
                 b -= 1
             order[b + 1] = e
         i = j
-    return order
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -142,16 +194,31 @@ def _find(parent: np.ndarray, i: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def segment_graph(
-    order: np.ndarray, weights: np.ndarray, h: int, w: int, scale: float, min_size: int
+    order: np.ndarray,
+    weights: np.ndarray,
+    h: int,
+    w: int,
+    scale: float,
+    min_size: int,
+    parent: np.ndarray,
+    size: np.ndarray,
+    cint: np.ndarray,
+    rejected: np.ndarray,
+    root_label: np.ndarray,
 ) -> np.ndarray:
-    """Greedy FH merging over edges in ``order``, then the min-size pass; returns raster-order dense labels."""
+    """Greedy FH merging over edges in ``order``, then the min-size pass; returns raster-order dense labels.
+
+    ``parent``, ``size``, ``root_label`` (N,) int32, ``cint`` (N,) float64 and ``rejected`` (E,) uint32 are
+    scratch buffers (contents ignored).
+    """
     n = h * w
-    parent = np.arange(n).astype(np.int32)
-    size = np.ones(n, dtype=np.int32)
-    cint = np.zeros(n, dtype=np.float64)
+    for i in range(n):
+        parent[i] = i
+        size[i] = 1
+        cint[i] = 0.0
+        root_label[i] = -1
     # Only edges the main pass rejected can join two components in the min-size pass: accepted edges and
     # edges already inside a component stay inside one, since components only grow.
-    rejected = np.empty(order.size, dtype=np.uint32)
     n_rejected = 0
     for i in range(order.size):
         e = np.int64(order[i])
@@ -184,7 +251,6 @@ def segment_graph(
             parent[b] = a
             size[a] += size[b]
     labels = np.empty(n, dtype=np.int32)
-    root_label = np.full(n, -1, dtype=np.int32)
     next_label = 0
     for i in range(n):
         r = _find(parent, i)

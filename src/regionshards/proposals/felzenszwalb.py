@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Literal
 
 import numpy as np
@@ -58,21 +60,89 @@ def felzenszwalb(
     raise ValueError(f"unknown felzenszwalb backend {backend!r}; choose one of {BACKENDS}")
 
 
+@functools.lru_cache(maxsize=64)
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """scipy's 1-D Gaussian weights for ``sigma`` (truncate 4.0), centre first: (radius + 1,) float64.
+
+    Read off scipy's own filter as its impulse response (exact: every other term adds 0), so they are the
+    weights scipy uses whatever its version.
+    """
+    radius = int(4.0 * sigma + 0.5)
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    response = ndimage.gaussian_filter1d(impulse, sigma, mode="constant", truncate=4.0)
+    return np.ascontiguousarray(response[radius:])
+
+
 def smooth_image(rgb: np.ndarray, sigma: float) -> np.ndarray:
     """(H, W, 3) uint8 → (H, W, 3) float64 in [0, 1], Gaussian-smoothed per channel exactly as skimage does."""
-    img = _UINT8_TO_FLOAT[rgb]
+    out = np.empty(rgb.shape, dtype=np.float64)
     if sigma == 0:
-        return img
-    return ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0.0), mode="reflect", truncate=4.0)
+        out[...] = _UINT8_TO_FLOAT[rgb]
+        return out
+    k.gaussian_smooth(rgb, _UINT8_TO_FLOAT, gaussian_kernel(float(sigma)), np.empty_like(out), out)
+    return out
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers reused across calls: fresh multi-MB arrays would cost more in page faults than
+    the segmentation itself. Images above ``KEEP_PIXELS`` get private buffers so memory stays bounded."""
+
+    KEEP_PIXELS = 4_000_000
+
+    def __init__(self) -> None:
+        self.pixels = 0
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def get(self, h: int, w: int) -> dict[str, np.ndarray]:
+        n = h * w
+        if n > self.KEEP_PIXELS:
+            return _allocate(n)
+        if n > self.pixels:
+            self.buffers = _allocate(max(n, 2 * self.pixels))
+            self.pixels = n if n > 2 * self.pixels else 2 * self.pixels
+        return self.buffers
+
+
+def _allocate(n: int) -> dict[str, np.ndarray]:
+    e = 4 * n
+    return {
+        "smooth": np.empty(3 * n, np.float64),
+        "tmp": np.empty(3 * n, np.float64),
+        "packed": np.empty(e, np.uint64),
+        "packed_tmp": np.empty(e, np.uint64),
+        "weights": np.empty(e, np.float64),
+        "order": np.empty(e, np.uint32),
+        "rejected": np.empty(e, np.uint32),
+        "parent": np.empty(n, np.int32),
+        "size": np.empty(n, np.int32),
+        "cint": np.empty(n, np.float64),
+        "root_label": np.empty(n, np.int32),
+    }
+
+
+_SCRATCH = _Scratch()
 
 
 def _felzenszwalb_exact(rgb: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
-    smooth = smooth_image(rgb, sigma)
-    packed, weights = k.edge_weights(smooth)
-    order = k.sort_edges(packed, weights)
+    n, e = h * w, k.n_edges(h, w)
+    b = _SCRATCH.get(h, w)
+    smooth = b["smooth"][: 3 * n].reshape(h, w, 3)
+    if sigma == 0:
+        smooth[...] = _UINT8_TO_FLOAT[rgb]
+    else:
+        tmp = b["tmp"][: 3 * n].reshape(h, w, 3)
+        k.gaussian_smooth(rgb, _UINT8_TO_FLOAT, gaussian_kernel(sigma), tmp, smooth)
+    packed, weights = b["packed"][:e], b["weights"][: 4 * n]
+    k.edge_weights(smooth, packed, weights)
+    order = b["order"][:e]
+    k.sort_edges(packed, b["packed_tmp"][:e], weights, order)
     # skimage rescales scale to its [0, 1] float image: scale / 255.
-    return k.segment_graph(order, weights, h, w, scale / 255.0, min_size)
+    return k.segment_graph(
+        order, weights, h, w, scale / 255.0, min_size,
+        b["parent"][:n], b["size"][:n], b["cint"][:n], b["rejected"][:e], b["root_label"][:n],
+    )
 
 
 def _felzenszwalb_opencv(rgb: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
