@@ -16,47 +16,70 @@ N_T_BINS = 30  # 10 texture bins per colour channel
 N_BINS = N_V_BINS + N_T_BINS
 
 
-@numba.njit(cache=True, nogil=True)
-def lbp_bins(channel: np.ndarray, rp: np.ndarray, cp: np.ndarray, bin_of_code: np.ndarray) -> np.ndarray:
-    """Texture-histogram bin of skimage's ``local_binary_pattern(channel, 8, 1.0)`` code at every pixel.
-
-    ``channel`` is (H, W) float64 holding 0..255. Samples off the image read 0 (skimage's constant mode);
-    the bilinear formula and the ``>= -1e-12`` test are skimage's, so codes agree bit for bit.
-    ``bin_of_code`` maps a code 0..255 to its histogram bin or -1 when the reference's range drops it.
-    """
-    h, w = channel.shape
-    out = np.empty((h, w), dtype=np.int8)
-    for r in range(h):
-        for c in range(w):
-            centre = channel[r, c]
-            code = 0
-            for i in range(8):
-                rr = r + rp[i]
-                cc = c + cp[i]
-                minr = np.int64(np.floor(rr))
-                minc = np.int64(np.floor(cc))
-                maxr = np.int64(np.ceil(rr))
-                maxc = np.int64(np.ceil(cc))
-                dr = rr - minr
-                dc = cc - minc
-                tl = _pixel(channel, minr, minc, h, w)
-                tr = _pixel(channel, minr, maxc, h, w)
-                bl = _pixel(channel, maxr, minc, h, w)
-                br = _pixel(channel, maxr, maxc, h, w)
-                top = (1 - dc) * tl + dc * tr
-                bottom = (1 - dc) * bl + dc * br
-                value = (1 - dr) * top + dr * bottom
-                if value - centre >= -1e-12:
-                    code += 1 << i
-            out[r, c] = bin_of_code[code]
-    return out
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
-def _pixel(img: np.ndarray, r: int, c: int, h: int, w: int) -> float:
-    if r < 0 or r >= h or c < 0 or c >= w:
-        return 0.0
-    return img[r, c]
+def _bilinear(plane: np.ndarray, r0: int, c0: int, dr: float, dc: float) -> float:
+    # skimage's bilinear_interpolation; ceil == floor + 1 exactly when the fraction is non-zero.
+    r1 = r0 + 1 if dr != 0.0 else r0
+    c1 = c0 + 1 if dc != 0.0 else c0
+    top = (1 - dc) * plane[r0, c0] + dc * plane[r0, c1]
+    bottom = (1 - dc) * plane[r1, c0] + dc * plane[r1, c1]
+    return (1 - dr) * top + dr * bottom
+
+
+@numba.njit(cache=True, nogil=True)
+def pixel_bins(rgb: np.ndarray, rp: np.ndarray, cp: np.ndarray, v_lut: np.ndarray, t_lut: np.ndarray):
+    """Colour (V) bin (H, W) int8 and texture bins (3, H, W) int8 of every pixel (-1: outside the range).
+
+    Texture codes are skimage's ``local_binary_pattern(channel, 8, 1.0)`` on the 0..255 float channel: the
+    8 samples at (r + rp[i], c + cp[i]) are bilinear with off-image samples reading 0, and bit i is set when
+    ``sample - centre >= 0`` (skimage up to 0.26, the reference's; later skimage adds a 1e-12 tolerance).
+    The formula and its operation order are skimage's, so codes agree bit for bit; the fractions depend on
+    the row and the column alone, so they are tabulated once.
+    """
+    h, w, _ = rgb.shape
+    v_bin = np.empty((h, w), dtype=np.int8)
+    t_bins = np.empty((3, h, w), dtype=np.int8)
+    for y in range(h):
+        for x in range(w):
+            v = max(rgb[y, x, 0], rgb[y, x, 1], rgb[y, x, 2])
+            v_bin[y, x] = v_lut[v]
+    # Per row / column and sample: the lower index into a zero-padded plane (one-pixel border for skimage's
+    # constant mode, plus one so that ceil never leaves it) and the fraction.
+    row_lo = np.empty((h, 8), dtype=np.int64)
+    row_fr = np.empty((h, 8), dtype=np.float64)
+    col_lo = np.empty((w, 8), dtype=np.int64)
+    col_fr = np.empty((w, 8), dtype=np.float64)
+    for i in range(8):
+        for y in range(h):
+            rr = y + rp[i]
+            lo = np.floor(rr)
+            row_lo[y, i] = np.int64(lo) + 1
+            row_fr[y, i] = rr - lo
+        for x in range(w):
+            cc = x + cp[i]
+            lo = np.floor(cc)
+            col_lo[x, i] = np.int64(lo) + 1
+            col_fr[x, i] = cc - lo
+    plane = np.zeros((h + 3, w + 3), dtype=np.float64)
+    for ch in range(3):
+        for y in range(h):
+            for x in range(w):
+                plane[y + 1, x + 1] = rgb[y, x, ch]
+        for y in range(h):
+            for x in range(w):
+                centre = plane[y + 1, x + 1]
+                code = 0
+                for i in range(8):
+                    dr = row_fr[y, i]
+                    dc = col_fr[x, i]
+                    if dr == 0.0 and dc == 0.0:
+                        value = plane[row_lo[y, i], col_lo[x, i]]  # the bilinear formula is exact here
+                    else:
+                        value = _bilinear(plane, row_lo[y, i], col_lo[x, i], dr, dc)
+                    if value - centre >= 0:
+                        code |= 1 << i
+                t_bins[ch, y, x] = t_lut[code]
+    return v_bin, t_bins
 
 
 @numba.njit(cache=True, nogil=True)

@@ -122,22 +122,14 @@ def selective_search(
     raise ValueError(f"unknown selective search variant {variant!r}; choose one of {VARIANTS}")
 
 
-def texture_bins(rgb: np.ndarray, bin_of_code: np.ndarray) -> np.ndarray:
-    """(3, H, W) int8 texture-histogram bin of each pixel's LBP code per channel (-1: outside the range)."""
-    planes = rgb.astype(np.float64)
-    return np.stack(
-        [k.lbp_bins(np.ascontiguousarray(planes[:, :, c]), _LBP_RP, _LBP_CP, bin_of_code) for c in range(3)]
-    )
-
-
 def _selective_search_faithful(
     rgb: np.ndarray, scale: float, sigma: float, min_size: int, bin_of_code: np.ndarray
 ) -> Proposals:
     h, w = rgb.shape[:2]
     segments = felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, backend="exact")
     n = int(segments.max()) + 1
-    v_bin = _V_BIN[rgb.max(axis=2)]
-    bbox0, size0, hist0 = k.region_stats(segments, v_bin, texture_bins(rgb, bin_of_code), n)
+    v_bin, t_bins = k.pixel_bins(rgb, _LBP_RP, _LBP_CP, _V_BIN, bin_of_code)
+    bbox0, size0, hist0 = k.region_stats(segments, v_bin, t_bins, n)
     bbox, sizes, levels, children = k.hierarchical_grouping(bbox0, size0, hist0, float(h * w))
     boxes = np.empty((bbox.shape[0], 4), dtype=np.float32)
     boxes[:, 0] = bbox[:, 0]
