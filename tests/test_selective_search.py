@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
-from reference_ss import reference_regions
 
+from reference_ss import reference_regions
 from regionshards.proposals.selective_search import selective_search
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina")

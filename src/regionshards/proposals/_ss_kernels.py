@@ -229,8 +229,8 @@ def hierarchical_grouping(bbox0: np.ndarray, size0: np.ndarray, hist0: np.ndarra
         for b in range(a + 1, n):
             if _corner_inside(bbox[a], bbox[b]):
                 if n_e == e_a.shape[0]:
-                    e_a, e_b, e_sim, e_alive = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1), _grow(e_alive, n_e + 1)
-                    next_a, next_b = _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
+                    e_a, e_b, e_sim = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1)
+                    e_alive, next_a, next_b = _grow(e_alive, n_e + 1), _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
                 e_a[n_e] = a
                 e_b[n_e] = b
                 e_sim[n_e] = _similarity(a, b, bbox, size, hist, imsize)
@@ -292,8 +292,8 @@ def hierarchical_grouping(bbox0: np.ndarray, size0: np.ndarray, hist0: np.ndarra
                 continue
             stamp[other] = t
             if n_e == e_a.shape[0]:
-                e_a, e_b, e_sim, e_alive = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1), _grow(e_alive, n_e + 1)
-                next_a, next_b = _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
+                e_a, e_b, e_sim = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1)
+                e_alive, next_a, next_b = _grow(e_alive, n_e + 1), _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
             e_a[n_e] = t
             e_b[n_e] = other
             e_sim[n_e] = _similarity(t, other, bbox, size, hist, imsize)

@@ -1,0 +1,58 @@
+"""The algorithms: FH segments, selective-search proposals, SoCo filters, the COCO-RLE codec, ground-truth
+segments from COCO annotations and proposal quality. Arrays in, arrays out; no I/O."""
+
+from .felzenszwalb import BACKENDS, felzenszwalb, relabel_raster_order
+from .filters import (
+    NAMED_FILTERS,
+    BoxFilter,
+    apply_filter,
+    dedupe_boxes,
+    filter_boxes,
+    named_filter,
+    whole_image_box,
+)
+from .groundtruth import annotation_to_mask, annotations_to_labels, annotations_to_rles
+from .quality import average_best_overlap, best_overlap, box_iou, box_recall, mask_best_iou
+from .rle import (
+    area_and_bbox,
+    counts_to_string,
+    decode_mask,
+    decode_segments,
+    encode_segments,
+    rle_to_counts,
+    segment_areas,
+    segment_bboxes,
+)
+from .selective_search import VARIANTS, Proposals, selective_search
+
+__all__ = [
+    "BACKENDS",
+    "NAMED_FILTERS",
+    "VARIANTS",
+    "BoxFilter",
+    "Proposals",
+    "annotation_to_mask",
+    "annotations_to_labels",
+    "annotations_to_rles",
+    "apply_filter",
+    "area_and_bbox",
+    "average_best_overlap",
+    "best_overlap",
+    "box_iou",
+    "box_recall",
+    "counts_to_string",
+    "decode_mask",
+    "decode_segments",
+    "dedupe_boxes",
+    "encode_segments",
+    "felzenszwalb",
+    "filter_boxes",
+    "mask_best_iou",
+    "named_filter",
+    "relabel_raster_order",
+    "rle_to_counts",
+    "segment_areas",
+    "segment_bboxes",
+    "selective_search",
+    "whole_image_box",
+]

@@ -1,0 +1,138 @@
+"""COCO instance annotations → binary masks, label maps and per-segment RLEs.
+
+Inputs are already-parsed COCO annotation dicts (``{"id", "segmentation", "iscrowd", ...}``) for one image
+of known size; nothing here reads files. Masks follow ``pycocotools.coco.COCO.annToMask``: polygons are
+rasterised by ``pycocotools.mask.frPyObjects`` (the reference definition of a COCO polygon) and the parts
+of a multi-polygon are unioned, RLEs are decoded as given. Decoding goes through :mod:`.rle` because
+``pycocotools.mask.decode`` warns under numpy 2; the pixels are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .rle import decode_mask, encode_segments, rle_to_counts, segment_areas
+
+
+def _name(ann: dict[str, Any]) -> str:
+    return f"annotation {ann.get('id', '<no id>')}"
+
+
+def _polygons(segm: list[Any], ann: dict[str, Any]) -> list[list[float]]:
+    polys = []
+    for part in segm:
+        if isinstance(part, str | bytes | dict) or not isinstance(part, Sequence | np.ndarray):
+            raise ValueError(f"{_name(ann)}: a polygon must be a flat list of x, y coordinates")
+        try:
+            coords = np.asarray(part, dtype=np.float64).ravel().tolist()
+        except (TypeError, ValueError):
+            raise ValueError(f"{_name(ann)}: polygon coordinates must be numbers") from None
+        # frPyObjects would read a 4-number "polygon" as a box and silently drop an odd trailing coordinate.
+        if len(coords) < 6 or len(coords) % 2:
+            raise ValueError(
+                f"{_name(ann)}: a polygon needs at least 3 (x, y) points, got {len(coords)} coordinates"
+            )
+        polys.append(coords)
+    return polys
+
+
+def _annotation_rle(ann: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    """The annotation's mask as an RLE dict of size [height, width] (compressed, or uncompressed as given)."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    segm = ann.get("segmentation") if isinstance(ann, dict) else None
+    if isinstance(segm, list | tuple) and len(segm) > 0 and not isinstance(segm[0], Real):
+        polygon_rles = mask_utils.frPyObjects(_polygons(list(segm), ann), height, width)
+        return mask_utils.merge(polygon_rles)
+    if isinstance(segm, list | tuple) and len(segm) > 0:
+        raise ValueError(f"{_name(ann)}: polygons must be a list of coordinate lists, got a flat list")
+    if not isinstance(segm, dict) or not segm:
+        raise ValueError(f"{_name(ann)}: missing or empty segmentation")
+    if "size" not in segm or "counts" not in segm:
+        raise ValueError(f"{_name(ann)}: an RLE segmentation needs 'size' and 'counts'")
+    size = [int(v) for v in segm["size"]]
+    if size != [height, width]:
+        raise ValueError(f"{_name(ann)}: RLE size {size} does not match the image size {[height, width]}")
+    try:
+        total = int(rle_to_counts(segm).astype(np.int64).sum())
+    except ValueError as err:
+        raise ValueError(f"{_name(ann)}: {err}") from None
+    if total != height * width:
+        raise ValueError(f"{_name(ann)}: RLE runs sum to {total} pixels, expected {height}*{width}")
+    return segm
+
+
+def annotation_to_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """Rasterise one COCO annotation.
+
+    Args:
+        ann: annotation dict whose ``segmentation`` is a list of polygons ``[[x0, y0, x1, y1, ...], ...]``
+            (pixel coordinates, at least 3 points each), an uncompressed RLE ``{"size": [H, W], "counts":
+            list[int]}`` or a compressed RLE (``counts`` str or bytes).
+        height, width: image size; an RLE must have exactly this size.
+
+    Returns:
+        (H, W) uint8 mask of 0/1, pixel-identical to ``COCO.annToMask(ann)``.
+
+    Raises:
+        ValueError: naming the annotation id when the segmentation is missing, a polygon has fewer than
+            3 points, or an RLE has the wrong size or malformed counts.
+    """
+    return decode_mask(_annotation_rle(ann, height, width))
+
+
+def annotations_to_labels(
+    anns: Sequence[dict[str, Any]], height: int, width: int, *, include_crowd: bool = False
+) -> tuple[np.ndarray, list[int]]:
+    """Paint the instances of one image into a dense label map.
+
+    Instances are painted largest mask area first, ties by ascending annotation id, so a smaller object
+    lying on a larger one stays visible (and of two equal-area instances the higher id wins the shared
+    pixels). Ids are then made dense: an instance left with no visible pixel gets no id.
+
+    Args:
+        anns: annotation dicts of one image, each with an ``id``; ``iscrowd`` ones are skipped unless
+            ``include_crowd``.
+        height, width: image size.
+
+    Returns:
+        ``(labels, ann_ids)``: (H, W) int32 label map with dense ids 0..n-1, and a list of n annotation ids
+        with ``ann_ids[label]`` the annotation shown by that label and -1 for background. Id 0 is the
+        background (pixels covered by no instance) whenever there is any; instances follow in painting
+        order. If instances cover every pixel there is no background and the list holds no -1.
+
+    Raises:
+        ValueError: naming the annotation id of a malformed annotation, or an annotation without ``id``.
+    """
+    chosen = [ann for ann in anns if include_crowd or not ann.get("iscrowd", 0)]
+    for i, ann in enumerate(chosen):
+        if not isinstance(ann, dict) or "id" not in ann:
+            raise ValueError(f"annotation at position {i} has no 'id'")
+    rles = [_annotation_rle(ann, height, width) for ann in chosen]
+    areas = segment_areas(rles) if rles else np.zeros(0, np.int64)
+    order = sorted(range(len(chosen)), key=lambda i: (-int(areas[i]), chosen[i]["id"]))
+    painted = np.zeros((height, width), np.int32)
+    for rank, i in enumerate(order, start=1):
+        painted[decode_mask(rles[i]).view(bool)] = rank
+    present = np.bincount(painted.ravel(), minlength=len(order) + 1) > 0
+    dense_id = np.cumsum(present, dtype=np.int32) - 1
+    ann_ids = [-1] + [chosen[i]["id"] for i in order]
+    return dense_id[painted], [ann_ids[r] for r in np.flatnonzero(present)]
+
+
+def annotations_to_rles(
+    anns: Sequence[dict[str, Any]], height: int, width: int, *, include_crowd: bool = False
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """``annotations_to_labels`` encoded with :func:`.rle.encode_segments`.
+
+    Returns:
+        ``(rles, ann_ids)``: one compressed RLE ``{"size": [H, W], "counts": str}`` per dense label and
+        the matching annotation ids (-1 for background).
+    """
+    labels, ann_ids = annotations_to_labels(anns, height, width, include_crowd=include_crowd)
+    return encode_segments(labels), ann_ids
