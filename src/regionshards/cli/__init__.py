@@ -1,0 +1,1 @@
+"""Command-line interface: click commands, each a thin shell over one library function."""

@@ -1,0 +1,1 @@
+"""Inspection: proposals and segments of a few images, statistics and evaluation against annotations."""
