@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
 from skimage.segmentation import felzenszwalb as sk_felzenszwalb
 
 from regionshards.proposals.felzenszwalb import felzenszwalb, relabel_raster_order
@@ -122,3 +125,22 @@ def test_opencv_backend_gives_a_dense_raster_ordered_segmentation() -> None:
     np.testing.assert_array_equal(labels, relabel_raster_order(labels))
     sizes = np.bincount(labels.ravel())
     assert sizes.min() > 0 and labels.max() >= 1
+
+
+SAMPLE_PHOTOS = sorted((Path(__file__).resolve().parents[1] / "data" / "sample" / "coco" / "images").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("long_side", [160, 320])
+@pytest.mark.parametrize("params", [DETCON, SOCO], ids=["detcon", "soco"])
+@pytest.mark.parametrize("path", SAMPLE_PHOTOS, ids=[p.stem for p in SAMPLE_PHOTOS])
+def test_exact_matches_skimage_on_bundled_photos(path: Path, params: tuple, long_side: int) -> None:
+    image = resized(np.asarray(Image.open(path).convert("RGB")), long_side)
+    np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params))
+
+
+@pytest.mark.slow
+def test_exact_matches_skimage_on_eval_photos_at_full_size(eval_photos_dir: Path) -> None:
+    for path in sorted((eval_photos_dir / "images").glob("*")):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        for params in (DETCON, SOCO):
+            np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params), err_msg=path.name)

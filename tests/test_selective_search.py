@@ -139,3 +139,11 @@ def test_opencv_rejects_min_size_and_unknown_variants_are_rejected() -> None:
         selective_search(image, min_size=10, variant="opencv-fast")
     with pytest.raises(ValueError, match="variant"):
         selective_search(image, variant="nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_soco_matches_the_reference_on_eval_photos(eval_photos_dir: Path) -> None:
+    # Real photos at a long side of 320 px (the reference takes about a second per full-size photo).
+    for path in sorted((eval_photos_dir / "images").glob("*"))[::3]:
+        image = resized(np.asarray(Image.open(path).convert("RGB")), 320)
+        assert_same_as_reference(image, "soco")

@@ -1,0 +1,178 @@
+"""Proposals benchmark: ours vs the reference implementations, same images, same run, one core.
+
+    python benchmarks/proposals.py [--sizes 224 500 640] [--repeats 5] [--markdown docs/benchmarks-proposals.md]
+
+Ratios are reference time / our time (median of repeats) on the bundled photos resized to each long side.
+Outputs are checked equal before timing, so every ratio compares identical results.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: set before numpy/numba load their thread pools.
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from pycocotools import mask as mask_utils  # noqa: E402
+from reference_ss import reference_regions  # noqa: E402
+from skimage.segmentation import felzenszwalb as sk_felzenszwalb  # noqa: E402
+
+from regionshards.proposals import decode_segments, encode_segments, felzenszwalb, selective_search  # noqa: E402
+
+PHOTOS = sorted((ROOT / "data" / "sample" / "coco" / "images").glob("*.jpg"))
+
+
+def resized(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = long_side / max(h, w)
+    return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def rle_reference_encode(labels: np.ndarray) -> list:
+    onehot = np.asfortranarray((labels[:, :, None] == np.arange(labels.max() + 1)).astype(np.uint8))
+    return mask_utils.encode(onehot)
+
+
+def rle_reference_decode(rles: list) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pycocotools' own numpy-2 deprecation warning
+        return np.argmax(mask_utils.decode(rles), axis=2).astype(np.int32)
+
+
+def bench_size(images: list[np.ndarray], repeats: int) -> dict[str, tuple[float, float]]:
+    """Total ms over the images: {row: (reference, ours)}; asserts identical outputs first."""
+    rows: dict[str, list[float]] = {}
+
+    def add(row: str, ref: float, ours: float) -> None:
+        r = rows.setdefault(row, [0.0, 0.0])
+        r[0] += ref
+        r[1] += ours
+
+    for img in images:
+        for name, params in (("FH DetCon (1000, 0.8, 1000)", (1000, 0.8, 1000)), ("FH SoCo (300, 0.9, 100)", (300, 0.9, 100))):
+            assert np.array_equal(felzenszwalb(img, *params), sk_felzenszwalb(img, *params))
+            add(name, median_ms(lambda: sk_felzenszwalb(img, *params), max(1, repeats // 2)),
+                median_ms(lambda: felzenszwalb(img, *params), repeats))
+        ours = selective_search(img)
+        rects, _ = reference_regions(img, "soco")
+        assert np.array_equal(ours.reference_rects, rects)
+        add("selective search soco", median_ms(lambda: reference_regions(img, "soco"), 1),
+            median_ms(lambda: selective_search(img), repeats))
+        labels = felzenszwalb(img, 300, 0.9, 100)
+        coco = rle_reference_encode(labels)
+        mine = encode_segments(labels)
+        assert [r["counts"] for r in mine] == [r["counts"].decode() for r in coco]
+        add("RLE encode (SoCo FH segments)", median_ms(lambda: rle_reference_encode(labels), repeats),
+            median_ms(lambda: encode_segments(labels), repeats))
+        assert np.array_equal(decode_segments(mine), rle_reference_decode(coco))
+        add("label map from RLE (SoCo FH segments)", median_ms(lambda: rle_reference_decode(coco), repeats),
+            median_ms(lambda: decode_segments(mine), repeats))
+    return {k: (v[0], v[1]) for k, v in rows.items()}
+
+
+_WARMUP = """
+import time, numpy as np, sys
+sys.path.insert(0, {src!r})
+t = time.perf_counter()
+from regionshards.proposals import felzenszwalb, selective_search, encode_segments, decode_segments
+img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+decode_segments(encode_segments(felzenszwalb(img))); selective_search(img)
+print(time.perf_counter() - t)
+"""
+
+_PEAK = """
+import resource, sys, warnings, numpy as np
+sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
+from PIL import Image
+img = np.asarray(Image.open({photo!r}).convert("RGB"))
+if {which!r} == "ours":
+    from regionshards.proposals import felzenszwalb, selective_search
+    felzenszwalb(img); selective_search(img)
+else:
+    from skimage.segmentation import felzenszwalb
+    from reference_ss import reference_regions
+    felzenszwalb(img, 1000, 0.8, 1000); reference_regions(img, "soco")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def run_python(code: str, env: dict[str, str]) -> float:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 500, 640])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    args = parser.parse_args()
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in PHOTOS]
+    felzenszwalb(photos[0][:32, :32])
+    selective_search(photos[0][:32, :32])
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, one core "
+        f"(NUMBA_NUM_THREADS=1); {len(photos)} bundled photos ({', '.join(p.stem for p in PHOTOS)}); "
+        f"times are the sum over the photos of the median of {args.repeats} runs (references: fewer runs).",
+        "",
+        "| long side | step | reference | reference ms | ours ms | ratio |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    refs = {"FH": "skimage felzenszwalb", "sel": "selectivesearch 0.4 + SoCo range", "RLE": "one-hot + pycocotools encode",
+            "lab": "pycocotools decode + argmax"}
+    for size in args.sizes:
+        images = [resized(p, size) for p in photos]
+        for row, (ref, ours) in bench_size(images, args.repeats).items():
+            lines.append(f"| {size} | {row} | {refs[row[:3]] if row[:3] in refs else refs[row[:2]]} | "
+                         f"{ref:.1f} | {ours:.1f} | {ref / ours:.1f}× |")
+            print(lines[-1], flush=True)
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold = run_python(_WARMUP.format(src=str(ROOT / "src")), env)
+        warm = run_python(_WARMUP.format(src=str(ROOT / "src")), env)
+    env = dict(os.environ)
+    photo = str(PHOTOS[0])
+    peak_ours = run_python(_PEAK.format(src=str(ROOT / "src"), tests=str(ROOT / "tests"), photo=photo, which="ours"), env)
+    peak_ref = run_python(_PEAK.format(src=str(ROOT / "src"), tests=str(ROOT / "tests"), photo=photo, which="ref"), env)
+    lines += [
+        "",
+        f"JIT warm-up (import + first FH, SS, RLE calls in a new process): {cold:.1f} s with an empty numba cache, "
+        f"{warm:.1f} s with the cache from the previous process.",
+        f"Peak RSS of a process segmenting {Path(photo).name} (FH DetCon + selective search SoCo): ours "
+        f"{peak_ours:.0f} MiB, references {peak_ref:.0f} MiB.",
+    ]
+    print("\n".join(lines[-3:]))
+    if args.markdown:
+        args.markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
