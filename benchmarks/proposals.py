@@ -22,6 +22,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
@@ -33,9 +34,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from pycocotools import mask as mask_utils  # noqa: E402
-from reference_ss import reference_regions  # noqa: E402
 from skimage.segmentation import felzenszwalb as sk_felzenszwalb  # noqa: E402
 
+from reference_ss import reference_regions  # noqa: E402
 from regionshards.proposals import decode_segments, encode_segments, felzenszwalb, selective_search  # noqa: E402
 
 PHOTOS = sorted((ROOT / "data" / "sample" / "coco" / "images").glob("*.jpg"))
@@ -77,24 +78,25 @@ def bench_size(images: list[np.ndarray], repeats: int) -> dict[str, tuple[float,
         r[1] += ours
 
     for img in images:
-        for name, params in (("FH DetCon (1000, 0.8, 1000)", (1000, 0.8, 1000)), ("FH SoCo (300, 0.9, 100)", (300, 0.9, 100))):
+        for name, params in (("FH DetCon (1000, 0.8, 1000)", (1000, 0.8, 1000)),
+                             ("FH SoCo (300, 0.9, 100)", (300, 0.9, 100))):
             assert np.array_equal(felzenszwalb(img, *params), sk_felzenszwalb(img, *params))
-            add(name, median_ms(lambda: sk_felzenszwalb(img, *params), max(1, repeats // 2)),
-                median_ms(lambda: felzenszwalb(img, *params), repeats))
+            add(name, median_ms(partial(sk_felzenszwalb, img, *params), max(1, repeats // 2)),
+                median_ms(partial(felzenszwalb, img, *params), repeats))
         ours = selective_search(img)
         rects, _ = reference_regions(img, "soco")
         assert np.array_equal(ours.reference_rects, rects)
-        add("selective search soco", median_ms(lambda: reference_regions(img, "soco"), 1),
-            median_ms(lambda: selective_search(img), repeats))
+        add("selective search soco", median_ms(partial(reference_regions, img, "soco"), 1),
+            median_ms(partial(selective_search, img), repeats))
         labels = felzenszwalb(img, 300, 0.9, 100)
         coco = rle_reference_encode(labels)
         mine = encode_segments(labels)
         assert [r["counts"] for r in mine] == [r["counts"].decode() for r in coco]
-        add("RLE encode (SoCo FH segments)", median_ms(lambda: rle_reference_encode(labels), repeats),
-            median_ms(lambda: encode_segments(labels), repeats))
+        add("RLE encode (SoCo FH segments)", median_ms(partial(rle_reference_encode, labels), repeats),
+            median_ms(partial(encode_segments, labels), repeats))
         assert np.array_equal(decode_segments(mine), rle_reference_decode(coco))
-        add("label map from RLE (SoCo FH segments)", median_ms(lambda: rle_reference_decode(coco), repeats),
-            median_ms(lambda: decode_segments(mine), repeats))
+        add("label map from RLE (SoCo FH segments)", median_ms(partial(rle_reference_decode, coco), repeats),
+            median_ms(partial(decode_segments, mine), repeats))
     return {k: (v[0], v[1]) for k, v in rows.items()}
 
 
@@ -146,8 +148,8 @@ def main() -> None:
         "| long side | step | reference | reference ms | ours ms | ratio |",
         "|---:|---|---|---:|---:|---:|",
     ]
-    refs = {"FH": "skimage felzenszwalb", "sel": "selectivesearch 0.4 + SoCo range", "RLE": "one-hot + pycocotools encode",
-            "lab": "pycocotools decode + argmax"}
+    refs = {"FH": "skimage felzenszwalb", "sel": "selectivesearch 0.4 + SoCo range",
+            "RLE": "one-hot + pycocotools encode", "lab": "pycocotools decode + argmax"}
     for size in args.sizes:
         images = [resized(p, size) for p in photos]
         for row, (ref, ours) in bench_size(images, args.repeats).items():
@@ -160,8 +162,9 @@ def main() -> None:
         warm = run_python(_WARMUP.format(src=str(ROOT / "src")), env)
     env = dict(os.environ)
     photo = str(PHOTOS[0])
-    peak_ours = run_python(_PEAK.format(src=str(ROOT / "src"), tests=str(ROOT / "tests"), photo=photo, which="ours"), env)
-    peak_ref = run_python(_PEAK.format(src=str(ROOT / "src"), tests=str(ROOT / "tests"), photo=photo, which="ref"), env)
+    paths = {"src": str(ROOT / "src"), "tests": str(ROOT / "tests"), "photo": photo}
+    peak_ours = run_python(_PEAK.format(which="ours", **paths), env)
+    peak_ref = run_python(_PEAK.format(which="ref", **paths), env)
     lines += [
         "",
         f"JIT warm-up (import + first FH, SS, RLE calls in a new process): {cold:.1f} s with an empty numba cache, "

@@ -58,7 +58,8 @@ def proposals_command(paths, out, annotations, segments, fh_backend, fh_scale, f
     sink = out.open("w", encoding="utf-8") if out else None
     try:
         click.echo(f"{'image':<40} {'size':>9} {'segs':>5} {'props':>6} {'kept':>5}  note")
-        for record, summary in preview(paths, config, annotations):
+        for record, running in preview(paths, config, annotations):
+            summary = running
             click.echo(_row(record, config))
             if sink:
                 sink.write(json.dumps(record, separators=(",", ":")) + "\n")

@@ -153,21 +153,32 @@ def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: 
         src, tmp = tmp, src
     for i in range(n):
         order[i] = np.uint32(src[i] & _LOW32)
-    # Finish each run of equal upper halves by full weight; a run of equal weights costs one test per edge.
+    # Finish each run of equal upper halves by full weight: insertion sort for short runs (a run of equal
+    # weights, like the zero-weight edges of flat areas, costs one test per edge), a stable merge sort for
+    # long ones (smooth gradients give long runs of distinct weights).
     i = 0
     while i < n:
         hi = src[i] >> np.uint64(32)
         j = i + 1
         while j < n and (src[j] >> np.uint64(32)) == hi:
             j += 1
-        for a in range(i + 1, j):
-            e = order[a]
-            key = weights[e]
-            b = a - 1
-            while b >= i and weights[order[b]] > key:
-                order[b + 1] = order[b]
-                b -= 1
-            order[b + 1] = e
+        if j - i > 32:
+            run = order[i:j].copy()
+            keys = np.empty(j - i, dtype=np.float64)
+            for a in range(j - i):
+                keys[a] = weights[run[a]]
+            perm = np.argsort(keys, kind="mergesort")
+            for a in range(j - i):
+                order[i + a] = run[perm[a]]
+        else:
+            for a in range(i + 1, j):
+                e = order[a]
+                key = weights[e]
+                b = a - 1
+                while b >= i and weights[order[b]] > key:
+                    order[b + 1] = order[b]
+                    b -= 1
+                order[b + 1] = e
         i = j
 
 
