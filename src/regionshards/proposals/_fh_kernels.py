@@ -16,7 +16,6 @@ import numba
 import numpy as np
 
 MAX_PIXELS = 1 << 30  # edge ids must fit in 32 bits
-_LOW32 = np.uint64(0xFFFFFFFF)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -88,14 +87,15 @@ def _reflect(i: int, n: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def edge_weights(smooth: np.ndarray, packed: np.ndarray, weights: np.ndarray) -> None:
+def edge_weights(smooth: np.ndarray, packed: np.ndarray, weights: np.ndarray, id_bits: int) -> None:
     """Weights of the 8-neighbour graph of an (H, W, C) float64 image, into the given buffers.
 
-    ``packed`` (E,) uint64 receives the upper 32 bits of each weight's IEEE-754 pattern above its 32-bit
-    edge id (the sort key); ``weights`` (4*H*W,) float64 the weight at each edge id (other entries unused).
+    ``packed`` (E,) uint64 receives each weight's IEEE-754 pattern with its low ``id_bits`` bits replaced by
+    the edge id (the sort key); ``weights`` (4*H*W,) float64 the weight at each edge id (other entries unused).
     """
     h, w = smooth.shape[0], smooth.shape[1]
     bits = weights.view(np.uint64)
+    shift = np.uint64(id_bits)
     e = 0
     for y in range(h):
         for x in range(w):
@@ -111,33 +111,38 @@ def edge_weights(smooth: np.ndarray, packed: np.ndarray, weights: np.ndarray) ->
                 exists = (d == 0 and x + 1 < w) or (d == 1 and y + 1 < h) or (d >= 2 and x + 1 < w and y + 1 < h)
                 if exists:
                     i = 4 * p + d
-                    packed[e] = ((bits[i] >> np.uint64(32)) << np.uint64(32)) | np.uint64(i)
+                    packed[e] = ((bits[i] >> shift) << shift) | np.uint64(i)
                     e += 1
 
 
+def id_bits_for(n_pixels: int) -> int:
+    """Bits needed for edge ids ``4 * pixel + direction`` of an image of ``n_pixels``."""
+    return max(1, int(4 * n_pixels - 1).bit_length())
+
+
 @numba.njit(cache=True, nogil=True)
-def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: np.ndarray) -> None:
+def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: np.ndarray, id_bits: int) -> None:
     """Exact stable sort of edges by float64 weight (ties by edge id) into ``order`` (E,) uint32.
 
-    ``packed`` and ``tmp`` are both overwritten.
-
-    Non-negative floats order like their bit patterns. An LSD radix sort on the upper 32 bits (3 passes of
-    11 bits over packed key|id words, so every pass streams) leaves runs of equal upper halves, which an
-    insertion sort on the full weight finishes. Nothing is quantised.
+    Non-negative floats order like their bit patterns. ``packed`` holds each weight's upper ``64 - id_bits``
+    bits above its edge id; an LSD radix sort on those bits (11-bit digits; keys and ids travel together so
+    that every pass streams) orders the edges by weight up to the dropped low bits. Edges whose kept bits tie
+    but whose weights differ in the dropped bits (rare: a relative difference below 2**(id_bits - 52)) are
+    then put in order by full weight. Nothing is quantised. ``packed`` and ``tmp`` are overwritten.
     """
     n = packed.size
     radix = 2048
     mask = np.uint64(radix - 1)
-    counts = np.zeros((3, radix), dtype=np.int64)
+    n_passes = (64 - id_bits + 10) // 11
+    counts = np.zeros((n_passes, radix), dtype=np.int64)
     for i in range(n):
-        k = packed[i] >> np.uint64(32)
-        counts[0, k & mask] += 1
-        counts[1, (k >> np.uint64(11)) & mask] += 1
-        counts[2, (k >> np.uint64(22)) & mask] += 1
+        v = packed[i]
+        for p in range(n_passes):
+            counts[p, (v >> np.uint64(id_bits + 11 * p)) & mask] += 1
     src = packed
     start = np.empty(radix, dtype=np.int64)
-    for p in range(3):
-        shift = np.uint64(32 + 11 * p)
+    for p in range(n_passes):
+        shift = np.uint64(id_bits + 11 * p)
         if n == 0 or counts[p, (src[0] >> shift) & mask] == n:
             continue
         total = 0
@@ -151,16 +156,18 @@ def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: 
             tmp[j] = v
             start[b] = j + 1
         src, tmp = tmp, src
+    id_mask = np.uint64((1 << id_bits) - 1)
+    key_shift = np.uint64(id_bits)
     for i in range(n):
-        order[i] = np.uint32(src[i] & _LOW32)
-    # Finish each run of equal upper halves by full weight: insertion sort for short runs (a run of equal
-    # weights, like the zero-weight edges of flat areas, costs one test per edge), a stable merge sort for
-    # long ones (smooth gradients give long runs of distinct weights).
+        order[i] = np.uint32(src[i] & id_mask)
+    # Runs of equal kept bits are finished by full weight, stably: insertion sort for short runs (a run of
+    # equal weights, like the zero-weight edges of flat areas, costs one test per edge), merge sort for long
+    # ones (smooth gradients give long runs of distinct weights).
     i = 0
     while i < n:
-        hi = src[i] >> np.uint64(32)
+        hi = src[i] >> key_shift
         j = i + 1
-        while j < n and (src[j] >> np.uint64(32)) == hi:
+        while j < n and (src[j] >> key_shift) == hi:
             j += 1
         if j - i > 32:
             run = order[i:j].copy()
@@ -183,16 +190,11 @@ def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _pixels(e: int, w: int) -> tuple[int, int]:
+def _pixels(e: int, first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
+    # Table lookups instead of a branch on the direction, which the sorted order makes unpredictable.
     p = e >> 2
     d = e & 3
-    if d == 0:
-        return p + 1, p
-    if d == 1:
-        return p + w, p
-    if d == 2:
-        return p + w + 1, p
-    return p + w, p + 1
+    return p + first[d], p + second[d]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -223,6 +225,8 @@ def segment_graph(
     scratch buffers (contents ignored).
     """
     n = h * w
+    first = np.array([1, w, w + 1, w], dtype=np.int64)
+    second = np.array([0, 0, 0, 1], dtype=np.int64)
     for i in range(n):
         parent[i] = i
         size[i] = 1
@@ -233,7 +237,7 @@ def segment_graph(
     n_rejected = 0
     for i in range(order.size):
         e = np.int64(order[i])
-        p, q = _pixels(e, w)
+        p, q = _pixels(e, first, second)
         a = _find(parent, p)
         b = _find(parent, q)
         if a == b:
@@ -251,7 +255,7 @@ def segment_graph(
             rejected[n_rejected] = e
             n_rejected += 1
     for i in range(n_rejected):
-        p, q = _pixels(np.int64(rejected[i]), w)
+        p, q = _pixels(np.int64(rejected[i]), first, second)
         a = _find(parent, p)
         b = _find(parent, q)
         if a == b:

@@ -135,9 +135,10 @@ def _felzenszwalb_exact(rgb: np.ndarray, scale: float, sigma: float, min_size: i
         tmp = b["tmp"][: 3 * n].reshape(h, w, 3)
         k.gaussian_smooth(rgb, _UINT8_TO_FLOAT, gaussian_kernel(sigma), tmp, smooth)
     packed, weights = b["packed"][:e], b["weights"][: 4 * n]
-    k.edge_weights(smooth, packed, weights)
+    id_bits = k.id_bits_for(n)
+    k.edge_weights(smooth, packed, weights, id_bits)
     order = b["order"][:e]
-    k.sort_edges(packed, b["packed_tmp"][:e], weights, order)
+    k.sort_edges(packed, b["packed_tmp"][:e], weights, order, id_bits)
     # skimage rescales scale to its [0, 1] float image: scale / 255.
     return k.segment_graph(
         order, weights, h, w, scale / 255.0, min_size,
