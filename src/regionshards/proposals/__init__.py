@@ -1,7 +1,7 @@
 """The algorithms: FH segments, selective-search proposals, SoCo filters, the COCO-RLE codec, ground-truth
 segments from COCO annotations and proposal quality. Arrays in, arrays out; no I/O."""
 
-from .felzenszwalb import BACKENDS, felzenszwalb, relabel_raster_order
+from .fh import BACKENDS, felzenszwalb, relabel_raster_order
 from .filters import (
     NAMED_FILTERS,
     BoxFilter,
@@ -23,7 +23,7 @@ from .rle import (
     segment_areas,
     segment_bboxes,
 )
-from .selective_search import VARIANTS, Proposals, selective_search
+from .ss import VARIANTS, Proposals, selective_search
 
 __all__ = [
     "BACKENDS",

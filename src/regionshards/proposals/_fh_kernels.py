@@ -1,4 +1,4 @@
-"""numba kernels of the exact Felzenszwalb–Huttenlocher segmentation (see felzenszwalb.py for the contract).
+"""numba kernels of the exact Felzenszwalb–Huttenlocher segmentation (see fh.py for the contract).
 
 Every floating-point operation mirrors skimage's ``_felzenszwalb_cy.pyx`` operation for operation, so that the
 label maps are identical: float64 edge weights summed channel by channel, an exact sort, float32 inner costs

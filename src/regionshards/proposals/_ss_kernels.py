@@ -1,6 +1,6 @@
 """numba kernels of the faithful selective search (AlpacaDB ``selectivesearch`` 0.4 and SoCo's copy).
 
-The reference's arithmetic is reproduced operation for operation (see selective_search.py for the list of
+The reference's arithmetic is reproduced operation for operation (see ss.py for the list of
 quirks), so that the same regions come out in the same order: per-region histograms divide integer counts by
 the region size, merges average histograms as ``(h1 * s1 + h2 * s2) / (s1 + s2)``, similarities are summed in
 the reference's order, and the most similar pair is the *last inserted* among equal maxima.
@@ -16,16 +16,6 @@ N_T_BINS = 30  # 10 texture bins per colour channel
 N_BINS = N_V_BINS + N_T_BINS
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _bilinear(plane: np.ndarray, r0: int, c0: int, dr: float, dc: float) -> float:
-    # skimage's bilinear_interpolation; ceil == floor + 1 exactly when the fraction is non-zero.
-    r1 = r0 + 1 if dr != 0.0 else r0
-    c1 = c0 + 1 if dc != 0.0 else c0
-    top = (1 - dc) * plane[r0, c0] + dc * plane[r0, c1]
-    bottom = (1 - dc) * plane[r1, c0] + dc * plane[r1, c1]
-    return (1 - dr) * top + dr * bottom
-
-
 @numba.njit(cache=True, nogil=True)
 def pixel_bins(rgb: np.ndarray, rp: np.ndarray, cp: np.ndarray, v_lut: np.ndarray, t_lut: np.ndarray):
     """Colour (V) bin (H, W) int8 and texture bins (3, H, W) int8 of every pixel (-1: outside the range).
@@ -33,8 +23,7 @@ def pixel_bins(rgb: np.ndarray, rp: np.ndarray, cp: np.ndarray, v_lut: np.ndarra
     Texture codes are skimage's ``local_binary_pattern(channel, 8, 1.0)`` on the 0..255 float channel: the
     8 samples at (r + rp[i], c + cp[i]) are bilinear with off-image samples reading 0, and bit i is set when
     ``sample - centre >= 0`` (skimage up to 0.26, the reference's; later skimage adds a 1e-12 tolerance).
-    The formula and its operation order are skimage's, so codes agree bit for bit; the fractions depend on
-    the row and the column alone, so they are tabulated once.
+    The formula and its operation order are skimage's, so codes agree bit for bit.
     """
     h, w, _ = rgb.shape
     v_bin = np.empty((h, w), dtype=np.int8)
@@ -43,42 +32,54 @@ def pixel_bins(rgb: np.ndarray, rp: np.ndarray, cp: np.ndarray, v_lut: np.ndarra
         for x in range(w):
             v = max(rgb[y, x, 0], rgb[y, x, 1], rgb[y, x, 2])
             v_bin[y, x] = v_lut[v]
-    # Per row / column and sample: the lower index into a zero-padded plane (one-pixel border for skimage's
-    # constant mode, plus one so that ceil never leaves it) and the fraction.
-    row_lo = np.empty((h, 8), dtype=np.int64)
-    row_fr = np.empty((h, 8), dtype=np.float64)
-    col_lo = np.empty((w, 8), dtype=np.int64)
-    col_fr = np.empty((w, 8), dtype=np.float64)
+    # floor(y + rp[i]) is y plus a constant (|rp| <= 1), but the fraction's last bits depend on y (and on x
+    # for columns), so fractions are tabulated per row and per column.
+    row_off = np.empty(8, dtype=np.int64)
+    col_off = np.empty(8, dtype=np.int64)
+    row_fr = np.empty((8, h), dtype=np.float64)
+    col_fr = np.empty((8, w), dtype=np.float64)
     for i in range(8):
+        row_off[i] = np.int64(np.floor(rp[i]))
+        col_off[i] = np.int64(np.floor(cp[i]))
         for y in range(h):
             rr = y + rp[i]
-            lo = np.floor(rr)
-            row_lo[y, i] = np.int64(lo) + 1
-            row_fr[y, i] = rr - lo
+            row_fr[i, y] = rr - np.floor(rr)
         for x in range(w):
             cc = x + cp[i]
-            lo = np.floor(cc)
-            col_lo[x, i] = np.int64(lo) + 1
-            col_fr[x, i] = cc - lo
+            col_fr[i, x] = cc - np.floor(cc)
+    # One-pixel zero border (skimage's constant mode) and one more row and column, so that the "+ 1"
+    # neighbour always exists: when a fraction is 0 skimage reads the same pixel twice, and here the extra
+    # term is multiplied by 0.0, which gives the same value.
     plane = np.zeros((h + 3, w + 3), dtype=np.float64)
+    code = np.zeros(w, dtype=np.int32)
     for ch in range(3):
         for y in range(h):
             for x in range(w):
                 plane[y + 1, x + 1] = rgb[y, x, ch]
         for y in range(h):
             for x in range(w):
-                centre = plane[y + 1, x + 1]
-                code = 0
-                for i in range(8):
-                    dr = row_fr[y, i]
-                    dc = col_fr[x, i]
-                    if dr == 0.0 and dc == 0.0:
-                        value = plane[row_lo[y, i], col_lo[x, i]]  # the bilinear formula is exact here
-                    else:
-                        value = _bilinear(plane, row_lo[y, i], col_lo[x, i], dr, dc)
-                    if value - centre >= 0:
-                        code |= 1 << i
-                t_bins[ch, y, x] = t_lut[code]
+                code[x] = 0
+            # Sample by sample along the row, so that the inner loops vectorise.
+            for i in range(8):
+                dr = row_fr[i, y]
+                r0 = y + 1 + row_off[i]
+                c_base = 1 + col_off[i]
+                bit = np.int32(1 << i)
+                if dr == 0.0 and col_fr[i, 0] == 0.0:
+                    # Integer offsets: the bilinear formula returns the pixel itself.
+                    for x in range(w):
+                        if plane[r0, c_base + x] - plane[y + 1, x + 1] >= 0:
+                            code[x] |= bit
+                else:
+                    for x in range(w):
+                        dc = col_fr[i, x]
+                        c0 = c_base + x
+                        top = (1 - dc) * plane[r0, c0] + dc * plane[r0, c0 + 1]
+                        bottom = (1 - dc) * plane[r0 + 1, c0] + dc * plane[r0 + 1, c0 + 1]
+                        value = (1 - dr) * top + dr * bottom
+                        code[x] |= bit * np.int32(value - plane[y + 1, x + 1] >= 0)
+            for x in range(w):
+                t_bins[ch, y, x] = t_lut[code[x]]
     return v_bin, t_bins
 
 

@@ -11,7 +11,7 @@ import skimage.data
 from PIL import Image
 from skimage.segmentation import felzenszwalb as sk_felzenszwalb
 
-from regionshards.proposals.felzenszwalb import felzenszwalb, relabel_raster_order
+from regionshards.proposals.fh import felzenszwalb, relabel_raster_order
 
 DETCON = (1000, 0.8, 1000)
 SOCO = (300, 0.9, 100)

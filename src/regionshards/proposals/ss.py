@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _ss_kernels as k
 from ._image import as_rgb_uint8
-from .felzenszwalb import felzenszwalb
+from .fh import felzenszwalb
 
 Variant = Literal["soco", "alpacadb", "opencv-fast", "opencv-quality"]
 VARIANTS: tuple[str, ...] = ("soco", "alpacadb", "opencv-fast", "opencv-quality")

@@ -11,7 +11,7 @@ import skimage.data
 from PIL import Image
 
 from reference_ss import reference_regions
-from regionshards.proposals.selective_search import selective_search
+from regionshards.proposals.ss import selective_search
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina")
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
