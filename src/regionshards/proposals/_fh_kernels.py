@@ -221,16 +221,20 @@ def segment_graph(
 ) -> np.ndarray:
     """Greedy FH merging over edges in ``order``, then the min-size pass; returns raster-order dense labels.
 
-    ``parent``, ``size``, ``root_label`` (N,) int32, ``cint`` (N,) float64 and ``rejected`` (E,) uint32 are
-    scratch buffers (contents ignored).
+    ``parent``, ``size``, ``root_label`` (N,) int32, ``cint`` (N,) float64 (here: each root's threshold) and
+    ``rejected`` (E,) uint32 are scratch buffers (contents ignored).
     """
     n = h * w
     first = np.array([1, w, w + 1, w], dtype=np.int64)
     second = np.array([0, 0, 0, 1], dtype=np.int64)
+    # Each root's merge threshold float32(cint + scale / size) changes only when the root absorbs another
+    # component, so it is kept per root instead of being recomputed (two divisions) for every edge; the
+    # values are the ones skimage computes.
+    threshold = np.float32(scale / 1.0)
     for i in range(n):
         parent[i] = i
         size[i] = 1
-        cint[i] = 0.0
+        cint[i] = threshold
         root_label[i] = -1
     # Only edges the main pass rejected can join two components in the min-size pass: accepted edges and
     # edges already inside a component stay inside one, since components only grow.
@@ -242,15 +246,13 @@ def segment_graph(
         b = _find(parent, q)
         if a == b:
             continue
-        ic0 = np.float32(cint[a] + scale / size[a])
-        ic1 = np.float32(cint[b] + scale / size[b])
         cost = weights[e]
-        if cost < np.float64(min(ic0, ic1)):
+        if cost < np.float64(min(np.float32(cint[a]), np.float32(cint[b]))):
             if size[a] < size[b]:
                 a, b = b, a
             parent[b] = a
             size[a] += size[b]
-            cint[a] = cost
+            cint[a] = np.float32(cost + scale / size[a])
         else:
             rejected[n_rejected] = e
             n_rejected += 1
