@@ -22,3 +22,24 @@ def eval_photos_dir() -> Path:
     if not (EVAL_PHOTOS / "annotations.json").is_file():
         pytest.skip(f"eval photos not found at {EVAL_PHOTOS} (they live in ../shared, never in the project)")
     return EVAL_PHOTOS
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real dataset (read-only: copy it before changing it): six bundled photos at 48 px in an
+    ImageNet-style layout plus two undecodable inputs, three inputs per shard."""
+    from fixtures.tiny_build import Source, TinyInput, build_dataset, imagenet_inputs
+
+    out = tmp_path_factory.mktemp("tiny") / "ds"
+    bad = [TinyInput(Source("object/empty.jpg", None, 1, "object"), b""),
+           TinyInput(Source("person/notes.png", None, 2, "person"), b"not an image")]
+    build_dataset(out, imagenet_inputs() + bad, shard_size=3)
+    return out
+
+
+@pytest.fixture
+def dataset_copy(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of ``tiny_dataset`` that a test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_dataset, tmp_path / "ds"))

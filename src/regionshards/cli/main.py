@@ -74,6 +74,20 @@ def proposals_command(paths, out, annotations, segments, fh_backend, fh_scale, f
     sys.exit(1 if summary.failed else 0)
 
 
+@main.command("verify")
+@click.argument("out", type=click.Path(exists=True, path_type=Path))
+def verify_command(out: Path) -> None:
+    """Check a shard dataset (its folder or manifest.json) against its manifest and the format.
+
+    Prints every problem found; the exit status is 0 only when there is none.
+    """
+    from ..shards.verify import verify
+
+    report = verify(out)
+    click.echo(str(report))
+    sys.exit(0 if report.ok else 1)
+
+
 def _row(record: dict, config: ProposalConfig) -> str:
     name = Path(record["path"]).name[-40:]
     if record["status"] != "ok":

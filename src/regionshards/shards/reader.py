@@ -1,0 +1,239 @@
+"""Safe shard reading: a dataset from a folder, a manifest or a list of shard URLs, as plain dict samples.
+
+Samples are WebDataset-shaped dicts: ``{"__key__": key, "__url__": shard, "json": dict, "jpg": bytes}``. Only
+JSON is parsed (``json.loads``); nothing is unpickled, and members with pickle-capable extensions are refused
+before their bytes are read. Member checks are ``tario.iter_members``'s (names, types, sizes, header
+checksums); on top, a key may appear in one run of members only and a field once per sample.
+
+Errors are ``ShardError`` naming the shard and member. Without a handler the first one is raised. With a
+handler (``Recorder()`` or any callable taking the error) it is called and the reader skips: a refused member
+or unparsable JSON skips that sample, structural damage (truncation, a bad header, a sha256 mismatch, an
+unreadable file) skips the rest of that shard. A handler that raises stops the iteration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ._fs import join_url, local_path, open_input, parent_url
+from .index import read_index
+from .manifest import MANIFEST_NAME, read_manifest
+from .sample import members_to_sample
+from .tario import DEFAULT_MAX_MEMBER_BYTES, Member, ShardError, iter_members, split_name
+
+Handler = Callable[[ShardError], Any]
+
+
+class Recorder:
+    """A handler that records every error (``errors``) so the reader skips and goes on."""
+
+    def __init__(self) -> None:
+        self.errors: list[ShardError] = []
+
+    def __call__(self, error: ShardError) -> None:
+        self.errors.append(error)
+
+
+def _raise(error: ShardError) -> None:
+    raise error
+
+
+def shard_sha256(url: str) -> str:
+    """SHA-256 hex of a shard's bytes."""
+    with open_input(url) as f:
+        if hasattr(f, "readinto"):
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        h = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+
+
+def iter_sample_members(
+    fileobj: Any, url: str, report: Handler, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+) -> Iterator[tuple[str, list[Member]]]:
+    """Group a shard's accepted members into samples: ``(key, [Member, ...])`` per run of one key.
+
+    Refused members, repeated keys and repeated fields are passed to ``report`` and their sample is left out.
+    Structural ``ShardError``s propagate; the sample being read is yielded first only when the damage lies in a
+    member of the next key (so the sample is known to be whole), else it is dropped.
+    """
+    seen: set[str] = set()
+    key: str | None = None
+    group: list[Member] = []
+    poisoned = False
+    members = iter_members(fileobj, url, max_member_bytes)
+    while True:
+        try:
+            member = next(members, None)
+        except ShardError as exc:
+            # Damage inside a member of the next key leaves the current sample whole: keep it.
+            if exc.member is not None and split_name(exc.member)[0] != key and key is not None and not poisoned:
+                yield key, group
+            raise
+        if member is None:
+            break
+        member_key, field = split_name(member.name)
+        if member_key != key:
+            if key is not None and group and not poisoned:
+                yield key, group
+            key, group, poisoned = member_key, [], False
+            if member.error is None and member_key in seen:
+                poisoned = True
+                report(ShardError("duplicate-key", url, member.name, f"key {member_key!r} appears in two places"))
+            if member.error is None:  # refused names (e.g. "../x") are reported once, as what they are
+                seen.add(member_key)
+        if member.error is not None:
+            poisoned = True
+            report(member.error)
+        elif any(split_name(m.name)[1] == field for m in group):
+            poisoned = True
+            report(ShardError("duplicate-member", url, member.name, "the same member name appears twice"))
+        group.append(member)
+    if key is not None and group and not poisoned:
+        yield key, group
+
+
+def iter_shard(
+    url: str | os.PathLike[str],
+    *,
+    handler: Handler | None = None,
+    parse_json: bool = True,
+    expected_sha256: str | None = None,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+) -> Iterator[dict[str, Any]]:
+    """Yield the samples of one shard (see the module docstring for errors and ``handler``).
+
+    Args:
+        url: local path, ``file://`` URL or any ``pyarrow.fs`` URI of a ``.tar`` shard.
+        parse_json: False keeps JSON members as bytes (fastest).
+        expected_sha256: when given, the whole shard is hashed first and nothing is yielded on a mismatch
+            (one extra read of the shard).
+        max_member_bytes: members larger than this are refused without being read.
+    """
+    url = os.fspath(url)
+    reported: set[int] = set()
+
+    def report(error: ShardError) -> None:
+        reported.add(id(error))  # so an error re-raised by the handler is not handled twice
+        (handler or _raise)(error)
+
+    try:
+        if expected_sha256 is not None:
+            actual = shard_sha256(url)
+            if actual != expected_sha256:
+                report(ShardError("sha256-mismatch", url, None, f"sha256 {actual}, expected {expected_sha256}"))
+                return
+        with open_input(url) as f:
+            for key, members in iter_sample_members(f, url, report, max_member_bytes):
+                fields = [(split_name(m.name)[1], m.data or b"") for m in members]
+                try:
+                    sample = members_to_sample(key, fields, parse_json)
+                except ValueError as exc:
+                    member = next(m.name for m in members if m.name.endswith("json"))
+                    report(ShardError("bad-json", url, member, str(exc)))
+                    continue
+                sample["__url__"] = url
+                yield sample
+    except ShardError as exc:
+        if id(exc) in reported:
+            raise
+        report(exc)
+    except OSError as exc:
+        report(ShardError("unreadable", url, None, f"{type(exc).__name__}: {exc}"))
+
+
+class ShardDataset:
+    """An iterable over the samples of a dataset's shards, in shard order then sample order.
+
+    ``source`` is a dataset folder (its ``manifest.json`` is read and checked), a manifest path/URL, a single
+    ``.tar`` shard, or a list of shard paths/URLs (no manifest: sha256 cannot be checked). Iterating twice
+    reads the shards twice; nothing is cached.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        verify_sha256: bool = False,
+        handler: Handler | None = None,
+        parse_json: bool = True,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    ) -> None:
+        self.manifest: dict[str, Any] | None = None
+        self._sha256: dict[str, str] = {}
+        self._index_urls: list[str] = []
+        if isinstance(source, str | os.PathLike):
+            self._open_single(os.fspath(source))
+        else:
+            self.shards = [os.fspath(u) for u in source]
+            self._index_urls = [_index_url(u) for u in self.shards]
+        if verify_sha256 and self.manifest is None:
+            raise ValueError("verify_sha256 needs a manifest: open the dataset folder or its manifest.json")
+        self.verify_sha256 = verify_sha256
+        self.handler = handler
+        self.parse_json = parse_json
+        self.max_member_bytes = max_member_bytes
+
+    def _open_single(self, source: str) -> None:
+        path = local_path(source)
+        if path is not None and path.is_dir():
+            manifest_url = str(path / MANIFEST_NAME)
+            if not Path(manifest_url).is_file():
+                raise FileNotFoundError(f"{source}: no {MANIFEST_NAME} (an unfinished build writes it last)")
+        elif source.endswith(".json"):
+            manifest_url = source
+        else:
+            self.shards = [source]
+            self._index_urls = [_index_url(source)]
+            return
+        self.manifest = read_manifest(manifest_url)
+        base = parent_url(manifest_url)
+        self.shards = [join_url(base, s["name"]) for s in self.manifest["shards"]]
+        self._index_urls = [join_url(base, s["index"]) for s in self.manifest["shards"]]
+        self._sha256 = {join_url(base, s["name"]): s["sha256"] for s in self.manifest["shards"]}
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples promised by the manifest (None without one)."""
+        return None if self.manifest is None else int(self.manifest["totals"]["samples"])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for url in self.shards:
+            yield from iter_shard(
+                url,
+                handler=self.handler,
+                parse_json=self.parse_json,
+                expected_sha256=self._sha256.get(url) if self.verify_sha256 else None,
+                max_member_bytes=self.max_member_bytes,
+            )
+
+    def index(self) -> pa.Table:
+        """All shards' index rows (every input, failed ones included) with a ``shard`` column in front."""
+        tables = []
+        for shard, url in zip(self.shards, self._index_urls, strict=True):
+            with open_input(url) as f:
+                table = read_index(pa.BufferReader(f.read()))
+            tables.append(table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string())))
+        if not tables:
+            return pa.table({"shard": pa.array([], pa.string())})
+        return pa.concat_tables(tables)
+
+
+def _index_url(shard_url: str) -> str:
+    if not shard_url.endswith(".tar"):
+        raise ValueError(f"shard {shard_url!r} must end with .tar")
+    return shard_url[: -len(".tar")] + ".parquet"
+
+
+def open_dataset(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **options: Any
+) -> ShardDataset:
+    """``ShardDataset(source, **options)``: see the class for sources and options."""
+    return ShardDataset(source, **options)
