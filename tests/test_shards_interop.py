@@ -62,20 +62,6 @@ def test_masks_decode_with_plain_pycocotools(tiny_dataset: Path) -> None:
         assert mask_utils.toBbox(rles).astype(int).tolist() == sample["json"]["segments"]["bboxes"]
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    ray = pytest.importorskip("ray", reason="ray[data] is not installed (it is in the test extra)")
-    before = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a local, loopback-only Ray
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    if before is None:
-        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-    else:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = before
-
-
 # Ray Data warns about its own deprecated settings when it builds its context; nothing of ours is involved.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 def test_ray_data_reads_the_shards_without_project_code(tiny_dataset: Path, ray_local) -> None:

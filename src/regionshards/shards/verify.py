@@ -81,7 +81,9 @@ def _load_manifest(root: Path, manifest_path: Path, report: Report) -> dict[str,
 
 
 def _stray_files(root: Path, manifest: dict[str, Any], manifest_name: str, report: Report) -> None:
-    expected = {manifest_name} | {s["name"] for s in manifest["shards"]} | {s["index"] for s in manifest["shards"]}
+    # summary.json is the build's run report (not data); anything else is foreign or a leftover.
+    expected = {manifest_name, "summary.json"}
+    expected |= {s["name"] for s in manifest["shards"]} | {s["index"] for s in manifest["shards"]}
     for entry in sorted(os.listdir(root)):
         if entry not in expected:
             report.add("stray-file", entry, None, "not named in the manifest (leftover temporary file or foreign data)")
