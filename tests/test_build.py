@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from build_inputs import FAST, FAST_ARGS, make_awkward, make_coco, make_imagenet
 from click.testing import CliRunner
 
+from build_inputs import FAST, FAST_ARGS, make_awkward, make_coco, make_imagenet
 from regionshards.build import ConfigMismatchError, list_source, make_config, run_build
 from regionshards.build.plan import existing_shard, plan_shards
 from regionshards.build.worker import process_shard
