@@ -165,7 +165,6 @@ def _coco(images_dir: Path, annotations: Path) -> SourceListing:
         rel = str(img["file_name"])
         anns = tuple(sorted(by_image[img["id"]], key=lambda a: a["id"]))
         size = (int(img["width"]), int(img["height"])) if "width" in img and "height" in img else None
-        refs.append(
-            ImageRef(key_from_image_id(img["id"]), str(images_dir / rel), Source(path=rel, image_id=img["id"]), anns, size)
-        )
+        source = Source(path=rel, image_id=img["id"])
+        refs.append(ImageRef(key_from_image_id(img["id"]), str(images_dir / rel), source, anns, size))
     return SourceListing("coco", str(images_dir), refs, categories=list(data.get("categories", [])))
