@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from build_inputs import FAST_ARGS, make_imagenet
 
+from build_inputs import FAST_ARGS, make_imagenet
 from regionshards.shards import verify
 
 pytestmark = pytest.mark.slow
