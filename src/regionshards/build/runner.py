@@ -79,7 +79,6 @@ def run_build(
     digest = config_hash(config)
     atomic_write_bytes(out / BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
     shards = plan_shards(listing.refs, config["shard_size"], config["prefix"])
-    started = time.monotonic()
     infos: dict[int, ShardInfo] = {}
     todo: list[PlannedShard] = []
     for shard in shards:
@@ -94,6 +93,7 @@ def run_build(
     own_ray = not ray.is_initialized()
     if own_ray and todo:
         _init_ray(ray, address, num_cpus)
+    started = time.monotonic()  # after Ray's start-up, so that images/s measures the work
     try:
         cpus = float(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else 0.0
         if todo:
