@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from regionshards.proposals import rle_to_counts
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "data" / "sample"
 
@@ -252,28 +254,8 @@ def rle_of_polygons(polys: list[list[float]], h: int, w: int) -> dict:
 
 
 def counts_from_string(s: str | bytes) -> list[int]:
-    """Run counts of a compressed COCO RLE string (pycocotools' rleFrString, in Python).
-
-    Used instead of ``pycocotools.mask.decode``, which warns under numpy 2.
-    """
-    if isinstance(s, bytes):
-        s = s.decode("ascii")
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+    """Run counts of a compressed COCO RLE string (pycocotools.mask.decode warns under numpy 2)."""
+    return [int(c) for c in rle_to_counts({"counts": s})]
 
 
 def uncompressed_rle(rle: dict) -> dict:

@@ -12,6 +12,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from regionshards.proposals import decode_mask
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 COCO_DIR = SAMPLE / "coco"
@@ -28,28 +30,6 @@ def coco() -> COCO:
     return c
 
 
-def _counts(counts: str | list[int]) -> list[int]:
-    """Run counts of an RLE; a compressed string is parsed like pycocotools' rleFrString."""
-    if isinstance(counts, list):
-        return [int(c) for c in counts]
-    out: list[int] = []
-    p = 0
-    while p < len(counts):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(counts[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
-
-
 def _rle(ann: dict, h: int, w: int) -> dict:
     """The annotation's mask as one compressed RLE, the way pycocotools' COCO.annToRLE builds it."""
     seg = ann["segmentation"]
@@ -61,16 +41,10 @@ def _rle(ann: dict, h: int, w: int) -> dict:
 
 
 def _decode(rle: dict) -> np.ndarray:
-    """(H, W) uint8 mask of a compressed or uncompressed RLE.
-
-    Written out here because pycocotools.mask.decode warns under numpy 2.
-    """
-    h, w = rle["size"]
-    counts = rle["counts"]
-    runs = _counts(counts.decode("ascii") if isinstance(counts, bytes) else counts)
-    assert sum(runs) == h * w
-    flat = np.repeat((np.arange(len(runs)) % 2).astype(np.uint8), runs)
-    return flat.reshape((h, w), order="F")
+    """(H, W) uint8 mask of a compressed or uncompressed RLE (pycocotools.mask.decode warns under numpy 2)."""
+    mask = decode_mask(rle)
+    assert mask.shape == tuple(rle["size"])
+    return mask
 
 
 def test_top_level_keys(coco: COCO) -> None:

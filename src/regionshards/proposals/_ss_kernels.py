@@ -199,6 +199,24 @@ def _grow(a: np.ndarray, need: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
+def _append_pair(e_a, e_b, e_sim, e_alive, next_a, next_b, head, n_e, a, b, sim):  # noqa: ANN001, ANN202
+    """Insert similarity entry ``n_e`` for the pair (a, b) and link it into both regions' lists; returns the
+    entry arrays (grown when full)."""
+    if n_e == e_a.shape[0]:
+        e_a, e_b, e_sim = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1)
+        e_alive, next_a, next_b = _grow(e_alive, n_e + 1), _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
+    e_a[n_e] = a
+    e_b[n_e] = b
+    e_sim[n_e] = sim
+    e_alive[n_e] = True
+    next_a[n_e] = head[a]
+    head[a] = n_e
+    next_b[n_e] = head[b]
+    head[b] = n_e
+    return e_a, e_b, e_sim, e_alive, next_a, next_b
+
+
+@numba.njit(cache=True, nogil=True)
 def hierarchical_grouping(bbox0: np.ndarray, size0: np.ndarray, hist0: np.ndarray, imsize: float):
     """Greedy merging of the most similar neighbour pair until no pair is left.
 
@@ -229,17 +247,10 @@ def hierarchical_grouping(bbox0: np.ndarray, size0: np.ndarray, hist0: np.ndarra
     for a in range(n - 1):
         for b in range(a + 1, n):
             if _corner_inside(bbox[a], bbox[b]):
-                if n_e == e_a.shape[0]:
-                    e_a, e_b, e_sim = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1)
-                    e_alive, next_a, next_b = _grow(e_alive, n_e + 1), _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
-                e_a[n_e] = a
-                e_b[n_e] = b
-                e_sim[n_e] = _similarity(a, b, bbox, size, hist, imsize)
-                e_alive[n_e] = True
-                next_a[n_e] = head[a]
-                head[a] = n_e
-                next_b[n_e] = head[b]
-                head[b] = n_e
+                e_a, e_b, e_sim, e_alive, next_a, next_b = _append_pair(
+                    e_a, e_b, e_sim, e_alive, next_a, next_b, head, n_e, a, b,
+                    _similarity(a, b, bbox, size, hist, imsize),
+                )
                 n_e += 1
     heap = np.empty(max(n_e, 16), dtype=np.int64)
     n_heap = 0
@@ -292,17 +303,10 @@ def hierarchical_grouping(bbox0: np.ndarray, size0: np.ndarray, hist0: np.ndarra
             if stamp[other] == t:
                 continue
             stamp[other] = t
-            if n_e == e_a.shape[0]:
-                e_a, e_b, e_sim = _grow(e_a, n_e + 1), _grow(e_b, n_e + 1), _grow(e_sim, n_e + 1)
-                e_alive, next_a, next_b = _grow(e_alive, n_e + 1), _grow(next_a, n_e + 1), _grow(next_b, n_e + 1)
-            e_a[n_e] = t
-            e_b[n_e] = other
-            e_sim[n_e] = _similarity(t, other, bbox, size, hist, imsize)
-            e_alive[n_e] = True
-            next_a[n_e] = head[t]
-            head[t] = n_e
-            next_b[n_e] = head[other]
-            head[other] = n_e
+            e_a, e_b, e_sim, e_alive, next_a, next_b = _append_pair(
+                e_a, e_b, e_sim, e_alive, next_a, next_b, head, n_e, t, other,
+                _similarity(t, other, bbox, size, hist, imsize),
+            )
             heap = _grow(heap, n_heap + 1)
             n_heap = _push(heap, n_heap, e_sim, n_e)
             n_e += 1
