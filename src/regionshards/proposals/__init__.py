@@ -56,3 +56,19 @@ __all__ = [
     "selective_search",
     "whole_image_box",
 ]
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) every numba kernel by running each public function once on a
+    tiny image: ≈ 12 s the first time on a machine, ≈ 0.4 s once cached. Call it once per process before
+    timing anything, or in a driver before starting workers so that they find the cache filled."""
+    import numpy as np
+
+    rgb = np.random.default_rng(0).integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
+    labels = felzenszwalb(rgb, 50, 0.8, 10)
+    decode_segments(encode_segments(labels))
+    area_and_bbox(labels)
+    selective_search(rgb, 50, 0.8, 10)
+
+
+__all__ += ["warm_up"]
