@@ -147,6 +147,7 @@ def test_build_command_end_to_end_then_resume(tmp_path: Path, ray_local) -> None
     assert "4 reused after verification" in again.output
     assert files(out) == first
     (out / "shard-000002.tar").unlink()
+    (out / ".shard-000002.tar.k1ll3d.tmp").write_bytes(b"half a shard from a killed worker")
     CliRunner().invoke(main, args)
     assert files(out) == first
 

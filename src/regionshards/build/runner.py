@@ -50,6 +50,17 @@ def _check_previous(out: Path, config: Mapping[str, Any], overwrite: bool) -> No
         )
 
 
+def _remove_temporaries(out: Path, prefix: str) -> list[str]:
+    """Delete temporary files a killed build left behind (``.<name>.<random>.tmp`` of our own files only)."""
+    ours = (f".{prefix}-", f".{MANIFEST_NAME}.", f".{BUILD_STATE}.", f".{SUMMARY}.")
+    removed = []
+    for entry in out.iterdir():
+        if entry.is_file() and entry.name.endswith(".tmp") and entry.name.startswith(ours):
+            entry.unlink()
+            removed.append(entry.name)
+    return removed
+
+
 def _clear_output(out: Path, prefix: str) -> None:
     for entry in out.iterdir():
         if entry.name in (MANIFEST_NAME, BUILD_STATE, SUMMARY) or (
@@ -77,6 +88,7 @@ def run_build(
     _check_previous(out, config, overwrite)
     if overwrite:
         _clear_output(out, config["prefix"])
+    _remove_temporaries(out, config["prefix"])
     digest = config_hash(config)
     atomic_write_bytes(out / BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
     shards = plan_shards(listing.refs, config["shard_size"], config["prefix"])
