@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -144,6 +145,168 @@ def verify_command(out: Path) -> None:
     report = verify(out)
     click.echo(str(report))
     sys.exit(0 if report.ok else 1)
+
+
+# --- training: thin shells over regionshards.trainer (torch is imported inside the commands only) ------------
+
+_TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
+    "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
+    "steps": "steps", "workers": "workers", "seed": "seed", "base_lr": "base_lr", "weight_decay": "weight_decay",
+    "warmup_steps": "warmup_steps", "num_masks": "num_masks", "checkpoint_every": "checkpoint_every",
+    "log_every": "log_every", "stop_at": "stop_at", "device": "device",
+}
+
+
+@main.command("train")
+@click.option("--method", type=click.Choice(["detcon-b", "detcon-s"]), default="detcon-b", show_default=True)
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="Dataset folder (built).")
+@click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
+              default="resnet50", show_default=True)
+@click.option("--image-size", type=int, default=224, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Per process (global = x processes).")
+@click.option("--steps", type=int, required=True, help="Optimiser steps of the whole run (sets the schedules).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
+@click.option("--workers", type=int, default=4, show_default=True, help="Loader processes per training process.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lr", "base_lr", type=float, default=0.2, show_default=True, help="Per 256 images (LARS).")
+@click.option("--weight-decay", type=float, default=1.5e-6, show_default=True)
+@click.option("--warmup-steps", type=int, help="Linear warmup steps (default: 1% of --steps).")
+@click.option("--num-masks", type=int, default=16, show_default=True, help="K masks sampled per view.")
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--stop-at", type=int, help="Stop (with a checkpoint) after this step; --resume continues.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON object of any trainer config fields; options given on the command line win.")
+@click.pass_context
+def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, config_file: Path | None,
+                  **options) -> None:
+    """DetCon-B / DetCon-S pretraining on a built dataset; launch with torchrun for several processes.
+
+    Writes RUN/config.json, RUN/metrics.jsonl (one line per step) and RUN/checkpoint-<step>.pt.
+    """
+    from ..trainer.config import TrainConfig
+
+    values = json.loads(config_file.read_text("utf-8")) if config_file else {}
+    values.pop("run", None)  # a previous run's config.json may serve as --config
+    for name, field in _TRAIN_OPTIONS.items():
+        if field not in values or ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            values[field] = options[name]
+    values.update(data=str(data), out=str(run))
+    try:
+        cfg = TrainConfig.from_dict(values).validate()
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    from ..trainer.loop import RunError, train
+
+    try:
+        result = train(cfg, resume=resume)
+    except (RunError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"done: step {result['step']}, loss {result['loss']}, checkpoint {result['checkpoint']}")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="state_dict file.")
+@click.option("--which", type=click.Choice(["online", "target"]), default="online", show_default=True)
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A particular checkpoint (default: the newest in RUN).")
+def export_command(run: Path, out: Path, which: str, checkpoint: Path | None) -> None:
+    """Write a run's backbone as a torchvision resnet state_dict (loads with strict=True)."""
+    from ..trainer.checkpoint import export_backbone
+
+    try:
+        info = export_backbone(run, out, which=which, checkpoint=checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {info['path']}: torchvision {info['backbone']} ({info['which']} network, step {info['step']})")
+
+
+# --- inspection: thin shells over regionshards.report (imported lazily: matplotlib loads only when needed) -----
+
+_INSPECT_ERRORS = (FileNotFoundError, KeyError, ValueError)
+
+
+def _inspect(call, *args, **kwargs):
+    """Run a report function; errors naming the input (dataset, key, filter, annotations) become click errors."""
+    try:
+        return call(*args, **kwargs)
+    except _INSPECT_ERRORS as exc:
+        raise click.ClickException(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from exc
+
+
+@main.command("stats")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats_command(out: Path, as_json: bool) -> None:
+    """Counts and distributions of a built dataset (OUT: its folder), streamed over the shards in flat memory."""
+    from ..report.stats import compute_stats, format_stats
+
+    stats = _inspect(compute_stats, out)
+    click.echo(json.dumps(stats.to_json(), indent=2) if as_json else format_stats(stats))
+
+
+@main.command("plot")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the PNG histograms.")
+def plot_command(out: Path, out_dir: Path) -> None:
+    """PNG histograms of the distributions `regionshards stats` reports."""
+    from ..report.plots import write_plots
+    from ..report.stats import compute_stats
+
+    for path in write_plots(_inspect(compute_stats, out), out_dir):
+        click.echo(str(path))
+
+
+@main.command("show")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--key", "keys", multiple=True, help="Sample key to draw; repeatable.")
+@click.option("--sample", "n", type=click.IntRange(min=1), help="Draw N samples at random instead (default 6).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random draw.")
+@click.option("--filter", "filter_name", help="Draw only the proposals this recorded filter keeps.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def show_command(out: Path, keys: tuple[str, ...], n: int | None, seed: int, filter_name: str | None,
+                 out_dir: Path) -> None:
+    """Overlay pictures: segments in colour with outlines (left), boxes (right), counts in a caption."""
+    from ..report.overlay import show
+
+    if keys and n is not None:
+        raise click.UsageError("give --key or --sample, not both")
+    for path in _inspect(show, out, out_dir, keys=keys, n=n or 6, seed=seed, filter_name=filter_name):
+        click.echo(str(path))
+
+
+@main.command("eval")
+@click.argument("outs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--annotations", required=True, type=click.Path(path_type=Path), help="COCO instances JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def eval_command(outs: tuple[Path, ...], annotations: Path, as_json: bool) -> None:
+    """Box recall at IoU 0.5/0.7, ABO and best mask IoU of built datasets against COCO annotations."""
+    from ..report.evaluate import evaluate, format_eval
+
+    result = _inspect(evaluate, outs, annotations)
+    click.echo(json.dumps(result, indent=2) if as_json else format_eval(result))
+
+
+@main.command("report")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--out", "html_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--annotations", type=click.Path(path_type=Path), help="COCO instances JSON: adds the eval tables.")
+@click.option("--sample", "n", type=click.IntRange(min=0), default=12, show_default=True, help="Overlays to draw.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--filter", "filter_name", help="Overlays show only the proposals this recorded filter keeps.")
+def report_command(out: Path, html_out: Path, annotations: Path | None, n: int, seed: int,
+                   filter_name: str | None) -> None:
+    """One self-contained HTML page: statistics, histograms, overlays and (with --annotations) evaluation."""
+    from ..report.html import write_report
+
+    path = _inspect(write_report, out, html_out, annotations=annotations, overlays=n, seed=seed,
+                    filter_name=filter_name)
+    click.echo(f"wrote {path}")
 
 
 def _row(record: dict, config: ProposalConfig) -> str:

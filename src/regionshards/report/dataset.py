@@ -1,0 +1,155 @@
+"""Reading a built dataset for inspection: open it with a clear error, stream its samples one at a time (JSON
+parsed, image bytes kept raw, nothing decoded), find samples by key or draw a reproducible random few.
+
+Everything goes through the safe reader (``shards.open_dataset``); only JSON is parsed, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..shards import MANIFEST_NAME, ShardDataset, open_dataset
+from ..shards.index import read_index
+
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass(frozen=True)
+class ReportSample:
+    """One sample as inspection sees it.
+
+    Attributes:
+        key: the sample key; shard: the shard's path or URL.
+        meta: the parsed sample JSON (``docs/format.md`` §4).
+        image: the original image bytes, unchanged (decode with ``regionshards.images.decode_image``).
+        json_bytes: size of the stored ``<key>.json`` member in bytes.
+    """
+
+    key: str
+    shard: str
+    meta: dict[str, Any]
+    image: bytes
+    json_bytes: int
+
+    @property
+    def tar_bytes(self) -> int:
+        """The sample's footprint in its tar: two 512-byte headers plus both members padded to 512 bytes."""
+        return sum(512 + n + (-n % 512) for n in (len(self.image), self.json_bytes))
+
+
+def open_report_dataset(path: str | os.PathLike[str]) -> ShardDataset:
+    """The dataset at ``path`` (a build folder or its ``manifest.json``), JSON left unparsed for ``iter_samples``.
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it does not exist or holds no manifest (an unfinished build).
+        ManifestError: the manifest cannot be trusted (from the reader).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"dataset folder {path} does not exist")
+    if p.is_dir() and not (p / MANIFEST_NAME).is_file():
+        raise FileNotFoundError(f"{path} holds no {MANIFEST_NAME}: not a finished regionshards build")
+    if p.is_file() and p.suffix != ".json":
+        raise FileNotFoundError(f"{path} is a file; give the dataset folder or its {MANIFEST_NAME}")
+    return open_dataset(p, parse_json=False)
+
+
+def dataset_root(ds: ShardDataset) -> Path | None:
+    """The local folder holding the dataset's shards (None for remote URLs)."""
+    if not ds.shards:
+        return None
+    p = Path(ds.shards[0])
+    return p.parent if p.parent.is_dir() else None
+
+
+def read_summary(ds: ShardDataset) -> dict[str, Any] | None:
+    """The build's ``summary.json`` beside the manifest (throughput and core-seconds), None when absent."""
+    root = dataset_root(ds)
+    if root is None or not (root / SUMMARY_NAME).is_file():
+        return None
+    return json.loads((root / SUMMARY_NAME).read_text(encoding="utf-8"))
+
+
+def recorded_filters(ds: ShardDataset) -> list[str]:
+    """The filter names every sample records (from the build config in the manifest)."""
+    return list((ds.manifest or {}).get("config", {}).get("filters", []))
+
+
+def check_filter(ds: ShardDataset, name: str | None) -> None:
+    """Raise ValueError naming ``name`` and the recorded filters when the dataset does not record it."""
+    known = recorded_filters(ds)
+    if name is not None and name not in known:
+        raise ValueError(f"unknown filter {name!r}: the dataset records {known or 'no filters'}")
+
+
+def _to_sample(raw: dict[str, Any]) -> ReportSample:
+    data = raw["json"]
+    meta = json.loads(data)
+    return ReportSample(raw["__key__"], raw["__url__"], meta, raw.get(meta["image"]["field"], b""), len(data))
+
+
+def iter_samples(ds: ShardDataset) -> Iterator[ReportSample]:
+    """Every sample in shard order, one at a time (memory does not grow with the dataset)."""
+    for raw in ds:
+        yield _to_sample(raw)
+
+
+def _index_keys(shard_url: str) -> dict[str, tuple[str, str | None]]:
+    table = read_index(shard_url[: -len(".tar")] + ".parquet").select(["key", "status", "reason"])
+    return {k: (s, r) for k, s, r in zip(*(table.column(c).to_pylist() for c in ("key", "status", "reason")),
+                                        strict=True)}
+
+
+def find_samples(ds: ShardDataset, keys: Sequence[str]) -> list[ReportSample]:
+    """The samples with these keys, in the order given; shards are located from their Parquet indexes, so only
+    the shards holding a key are read.
+
+    Raises:
+        KeyError: naming a key that no shard holds, or one whose input failed in the build (with its reason).
+    """
+    wanted = list(dict.fromkeys(keys))
+    where: dict[str, str] = {}
+    for url in ds.shards:
+        if len(where) == len(wanted):
+            break
+        rows = _index_keys(url)
+        for key in wanted:
+            if key in rows:
+                status, reason = rows[key]
+                if status != "ok":
+                    raise KeyError(f"key {key!r} failed in the build ({reason}); it has no sample")
+                where[key] = url
+    missing = [k for k in wanted if k not in where]
+    if missing:
+        raise KeyError(f"unknown key {missing[0]!r}: no shard of the dataset holds it")
+    found: dict[str, ReportSample] = {}
+    for url in dict.fromkeys(where.values()):
+        for raw in open_dataset([url], parse_json=False):
+            if raw["__key__"] in where:
+                found[raw["__key__"]] = _to_sample(raw)
+    return [found[k] for k in keys]
+
+
+def choose_samples(ds: ShardDataset, n: int, seed: int) -> list[ReportSample]:
+    """``n`` samples drawn uniformly without replacement with ``numpy.random.default_rng(seed)``, in dataset
+    order; the same dataset, ``n`` and ``seed`` always give the same samples. Holds only the chosen ones."""
+    if n < 1:
+        raise ValueError(f"the number of samples must be >= 1, got {n}")
+    total = ds.num_samples
+    if total is None:
+        total = sum(1 for _ in ds)
+    chosen = set(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False).tolist())
+    out = []
+    for i, raw in enumerate(ds):
+        if i in chosen:
+            out.append(_to_sample(raw))
+            if len(out) == len(chosen):
+                break
+    return out

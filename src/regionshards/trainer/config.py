@@ -1,0 +1,183 @@
+"""The training configuration: one flat dataclass whose defaults are DetCon's (``../shared/docs/methods.md`` §3).
+
+Every number the method notes give is a field here, so a run's ``config.json`` records all of them and a resumed
+run can be refused when any of them changed. No torch in this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("detcon-b", "detcon-s")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Fields that only steer how a run is watched or stored; a resumed run may change them.
+RUNTIME_FIELDS = frozenset({"data", "out", "log_every", "checkpoint_every", "keep_checkpoints", "progress",
+                            "stop_at"})
+
+
+@dataclass
+class ViewConfig:
+    """One view's augmentations (methods §3, BYOL's asymmetric photometric pipeline).
+
+    Geometry: a random resized crop with area fraction in ``crop_scale`` and aspect ratio (w/h) log-uniform in
+    ``crop_ratio``, a horizontal flip with ``flip_p``, both applied identically to image and mask; the image is
+    resized bicubic, the mask nearest. Colour: jitter with ``jitter_p`` (brightness, contrast, saturation, hue
+    in a random order, torchvision ``ColorJitter`` semantics), grayscale with ``grayscale_p``, Gaussian blur with
+    ``blur_p`` (sigma uniform in ``blur_sigma``, kernel ``blur_kernel_fraction`` of the image side, made odd),
+    solarize with ``solarize_p`` (pixels >= ``solarize_threshold`` of 255 are inverted).
+    """
+
+    blur_p: float
+    solarize_p: float
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel_fraction: float = 0.1
+    solarize_threshold: int = 128
+
+
+def _view1() -> ViewConfig:
+    return ViewConfig(blur_p=1.0, solarize_p=0.0)
+
+
+def _view2() -> ViewConfig:
+    return ViewConfig(blur_p=0.1, solarize_p=0.2)
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run. ``batch_size`` is per process; the global batch is ``batch_size * world_size``."""
+
+    method: str = "detcon-b"
+    data: str = ""
+    out: str = ""
+    backbone: str = "resnet50"
+    image_size: int = 224
+    batch_size: int = 64
+    steps: int = 0
+    seed: int = 0
+    # loader
+    workers: int = 4
+    shuffle_buffer: int = 1000
+    mask_source: str = "segments"
+    colour: bool = True  # False skips every photometric augmentation (geometry only)
+    views: tuple[ViewConfig, ViewConfig] = field(default_factory=lambda: (_view1(), _view2()))
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # DetCon
+    feature_stride: int = 32
+    num_masks: int = 16
+    temperature: float = 0.1
+    proj_hidden: int = 4096
+    proj_dim: int = 256
+    pred_hidden: int = 4096
+    ema_base: float = 0.996
+    # optimiser: LARS, lr = base_lr * global batch / lr_batch_base, linear warmup then cosine to 0
+    base_lr: float = 0.2
+    lr_batch_base: int = 256
+    weight_decay: float = 1.5e-6
+    lars_momentum: float = 0.9
+    lars_eta: float = 1e-3
+    warmup_fraction: float = 0.01
+    warmup_steps: int | None = None
+    # runtime
+    device: str = "auto"
+    sync_bn: bool = True
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    progress: bool = True
+    stop_at: int | None = None
+
+    def __post_init__(self) -> None:
+        self.views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**_tuples(v)) for v in self.views)
+        for name in ("mean", "std"):
+            setattr(self, name, tuple(getattr(self, name)))
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the C5 feature grid (7 at 224 px with stride 32)."""
+        return self.image_size // self.feature_stride
+
+    @property
+    def resolved_warmup_steps(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(math.ceil(self.warmup_fraction * self.steps))
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first bad field; return self."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.image_size < self.feature_stride or self.image_size % self.feature_stride:
+            raise ValueError(f"image_size must be a positive multiple of feature_stride {self.feature_stride}, "
+                             f"got {self.image_size}")
+        for name in ("batch_size", "steps", "num_masks", "proj_hidden", "proj_dim", "pred_hidden", "lr_batch_base",
+                     "log_every", "checkpoint_every", "keep_checkpoints", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.ema_base <= 1:
+            raise ValueError(f"ema_base must lie in [0, 1], got {self.ema_base}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must lie in 0..steps, got {self.warmup_steps}")
+        if self.mask_source not in ("segments", "ground_truth"):
+            raise ValueError(f"mask_source must be 'segments' or 'ground_truth', got {self.mask_source!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if len(self.views) != 2:
+            raise ValueError("views must hold exactly two view configs")
+        for v in self.views:
+            lo, hi = v.crop_scale
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {v.crop_scale}")
+            if not 0 < v.crop_ratio[0] <= v.crop_ratio[1]:
+                raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {v.crop_ratio}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-native dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}")
+        values = _tuples(dict(data))
+        if "views" in values:
+            values["views"] = tuple(ViewConfig(**_tuples(v)) if isinstance(v, Mapping) else v for v in values["views"])
+        return cls(**values)
+
+
+def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Lists of numbers become tuples (the dataclasses' field types)."""
+    return {k: tuple(v) if isinstance(v, list) and k != "views" else v for k, v in d.items()}
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Keys (outside ``RUNTIME_FIELDS``) whose values differ between two ``to_dict`` configs, sorted."""
+    keys = (set(saved) | set(current)) - RUNTIME_FIELDS
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
