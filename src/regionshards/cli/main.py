@@ -268,14 +268,29 @@ def plot_command(out: Path, out_dir: Path) -> None:
 @click.option("--sample", "n", type=click.IntRange(min=1), help="Draw N samples at random instead (default 6).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random draw.")
 @click.option("--filter", "filter_name", help="Draw only the proposals this recorded filter keeps.")
+@click.option("--views", is_flag=True, help="Draw DetCon's two augmented views instead (seeded by --seed; "
+              "needs the train extra).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def show_command(out: Path, keys: tuple[str, ...], n: int | None, seed: int, filter_name: str | None,
-                 out_dir: Path) -> None:
-    """Overlay pictures: segments in colour with outlines (left), boxes (right), counts in a caption."""
+                 views: bool, out_dir: Path) -> None:
+    """Overlay pictures: segments in colour with outlines (left), boxes (right), counts in a caption; with
+    --views, the original with both crops, each augmented view beside its segment map and majority grid."""
     from ..report.overlay import show
 
     if keys and n is not None:
         raise click.UsageError("give --key or --sample, not both")
+    if views and filter_name is not None:
+        raise click.UsageError("--filter does not apply to --views")
+    if views:
+        from ..report.views import TrainExtraMissing, show_views
+
+        try:
+            paths = _inspect(show_views, out, out_dir, keys=keys, n=n or 6, seed=seed)
+        except TrainExtraMissing as exc:
+            raise click.ClickException(str(exc)) from exc
+        for path in paths:
+            click.echo(str(path))
+        return
     for path in _inspect(show, out, out_dir, keys=keys, n=n or 6, seed=seed, filter_name=filter_name):
         click.echo(str(path))
 

@@ -12,8 +12,7 @@ Each picture has two panels over the original image and a caption with the count
 Pictures are scaled so the longer side is at most ``max_side`` pixels (tiny images are enlarged by a whole
 factor, nearest neighbour, so their pixels stay visible); masks and boxes are scaled with the image.
 
-A ``--views`` mode, drawing the two augmented views (with their masks and boxes) that the trainer yields, comes
-with the trainer; it is not here yet.
+The ``--views`` mode (the two augmented views the trainer yields) lives in ``views``, built on these helpers.
 """
 
 from __future__ import annotations
@@ -35,8 +34,8 @@ GOLDEN = 0.6180339887498949
 _SAT = np.array([0.80, 0.55, 0.95])
 _VAL = np.array([0.95, 0.75, 0.60])
 SEGMENT_ALPHA = 0.5
-_CAPTION_LINE = 17
-_GAP = 6
+CAPTION_LINE = 17  # caption line height and the gap between panels, in pixels
+GAP = 6
 
 
 def segment_colours(n: int) -> np.ndarray:
@@ -70,6 +69,28 @@ def _scale(height: int, width: int, max_side: int, min_side: int) -> float:
 
 def _resample_index(n: int, scale: float, size: int) -> np.ndarray:
     return np.minimum((np.arange(n) / scale).astype(np.int64), size - 1)
+
+
+def display_image(rgb: np.ndarray, max_side: int, min_side: int) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """``rgb`` at display size: ``(shown, scale, rows, cols)``, where ``rows`` / ``cols`` index a same-size label
+    map nearest (reduced with Lanczos above ``max_side``, enlarged by a whole factor below ``min_side``)."""
+    h, w = rgb.shape[:2]
+    s = _scale(h, w, max_side, min_side)
+    dh, dw = max(1, round(h * s)), max(1, round(w * s))
+    rows, cols = _resample_index(dh, s, h), _resample_index(dw, s, w)
+    if s < 1:
+        shown = np.asarray(Image.fromarray(rgb).resize((dw, dh), Image.Resampling.LANCZOS))
+    else:
+        shown = rgb[rows][:, cols]
+    return shown, s, rows, cols
+
+
+def draw_caption(canvas: Image.Image, lines: Sequence[str], top: int) -> None:
+    """Write ``lines`` (``CAPTION_LINE`` pixels apart) on ``canvas`` from ``top``, dark grey on its background."""
+    draw = ImageDraw.Draw(canvas)
+    font = _font()
+    for i, line in enumerate(lines):
+        draw.text((4, top + i * CAPTION_LINE), line, fill=(20, 20, 20), font=font)
 
 
 def segments_panel(rgb: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -133,13 +154,8 @@ def render_overlay(sample: ReportSample, filter_name: str | None = None, *, max_
     meta = sample.meta
     rgb = decode_image(sample.image).rgb
     h, w = rgb.shape[:2]
-    s = _scale(h, w, max_side, min_side)
-    dh, dw = max(1, round(h * s)), max(1, round(w * s))
-    rows, cols = _resample_index(dh, s, h), _resample_index(dw, s, w)
-    if s < 1:
-        shown = np.asarray(Image.fromarray(rgb).resize((dw, dh), Image.Resampling.LANCZOS))
-    else:
-        shown = rgb[rows][:, cols]
+    shown, s, rows, cols = display_image(rgb, max_side, min_side)
+    dh, dw = shown.shape[:2]
     seg = meta.get("segments")
     labels = decode_segments(seg["rles"])[rows][:, cols] if seg else None
     left = segments_panel(shown, labels)
@@ -148,13 +164,10 @@ def render_overlay(sample: ReportSample, filter_name: str | None = None, *, max_
     seg_text = f"{len(seg['rles'])} segments ({seg['method']})" if seg else "no segments stored"
     lines = [f"{sample.key}  {w}x{h}" + (f"  {meta['source']['path']}" if meta["source"].get("path") else ""),
              f"left: {seg_text}", f"right: {box_text}"]
-    canvas = Image.new("RGB", (2 * dw + _GAP, dh + _GAP + _CAPTION_LINE * len(lines) + 4), (255, 255, 255))
+    canvas = Image.new("RGB", (2 * dw + GAP, dh + GAP + CAPTION_LINE * len(lines) + 4), (255, 255, 255))
     canvas.paste(Image.fromarray(left), (0, 0))
-    canvas.paste(right, (dw + _GAP, 0))
-    draw = ImageDraw.Draw(canvas)
-    font = _font()
-    for i, line in enumerate(lines):
-        draw.text((4, dh + _GAP + i * _CAPTION_LINE), line, fill=(20, 20, 20), font=font)
+    canvas.paste(right, (dw + GAP, 0))
+    draw_caption(canvas, lines, dh + GAP)
     return canvas
 
 
@@ -181,7 +194,7 @@ def show(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, keys:
          seed: int = 0, filter_name: str | None = None) -> list[Path]:
     """Write ``<key>.png`` (``<key>-<filter>.png`` with a filter) overlays into ``out_dir``; returns the paths.
 
-    Pictures of the trainer's augmented views (a ``--views`` mode) will come with the trainer.
+    Pictures of the trainer's augmented views (``--views``) are ``views.show_views``.
     """
     samples = pick_samples(path, keys, n, seed, filter_name)
     out = Path(out_dir)
