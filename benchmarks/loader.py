@@ -28,7 +28,6 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -42,6 +41,7 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -49,13 +49,9 @@ import torchvision  # noqa: E402
 from torchvision import tv_tensors  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from regionshards.images import decode_image  # noqa: E402
-from regionshards.proposals import decode_segments, felzenszwalb, selective_search  # noqa: E402
+from _records import CONFIG, PHOTOS, photo_record  # noqa: E402
+from regionshards.proposals import decode_segments  # noqa: E402
 from regionshards.shards import (  # noqa: E402
-    InputRecord,
-    ProposalsData,
-    SegmentsData,
-    Source,
     config_hash,
     record_sample,
     write_manifest,
@@ -63,28 +59,6 @@ from regionshards.shards import (  # noqa: E402
 )
 from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.data import ShardStream  # noqa: E402
-
-PHOTOS = sorted((ROOT / "data" / "sample" / "coco" / "images").glob("*.jpg"))
-CONFIG = {"segments": {"method": "fh", "params": {"scale": 1000, "sigma": 0.8, "min_size": 1000}},
-          "proposals": {"method": "selective_search", "params": {"variant": "soco"}}, "filters": ["ratio3size0308"]}
-
-
-def photo_record(path: Path) -> InputRecord:
-    img = Image.open(path).convert("RGB")
-    scale = 500 / max(img.size)
-    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    data = buf.getvalue()
-    decoded = decode_image(data)
-    labels = felzenszwalb(decoded.rgb, 1000, 0.8, 1000)
-    h, w = decoded.rgb.shape[:2]
-    return InputRecord(
-        key="x", source=Source(path.name), image=data, image_format=decoded.format, image_mode=decoded.mode,
-        width=w, height=h, segments=SegmentsData.from_labels(labels, "fh", CONFIG["segments"]["params"]),
-        proposals=ProposalsData.from_proposals(selective_search(decoded.rgb), CONFIG["filters"], "selective_search",
-                                               {"variant": "soco"}),
-    )
 
 
 class FolderPairs(torch.utils.data.Dataset):
@@ -159,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    base = [photo_record(p) for p in PHOTOS]
+    base = [photo_record(p, 500, 90) for p in PHOTOS]
     records = [replace(base[i % len(base)], key=f"img{i:07d}") for i in range(args.samples)]
     digest = config_hash(CONFIG)
     rows = []

@@ -27,7 +27,6 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import hashlib  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -39,20 +38,15 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from PIL import Image  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import webdataset as wds  # noqa: E402
 
-from regionshards.images import decode_image  # noqa: E402
-from regionshards.proposals import decode_segments, felzenszwalb, selective_search  # noqa: E402
+from _records import CONFIG, PHOTOS, photo_record  # noqa: E402
+from regionshards.proposals import decode_segments  # noqa: E402
 from regionshards.shards import (  # noqa: E402
-    InputRecord,
-    ProposalsData,
-    SegmentsData,
-    Source,
     config_hash,
     iter_shard,
     label_map,
@@ -60,30 +54,7 @@ from regionshards.shards import (  # noqa: E402
     write_shard,
 )
 
-PHOTOS = sorted((ROOT / "data" / "sample" / "coco" / "images").glob("*.jpg"))
-CONFIG = {"segments": {"method": "fh", "params": {"scale": 1000, "sigma": 0.8, "min_size": 1000}},
-          "proposals": {"method": "selective_search", "params": {"variant": "soco"}},
-          "filters": ["ratio3size0308"]}
 HASH = config_hash(CONFIG)
-
-
-def photo_record(path: Path) -> InputRecord:
-    """A ~100 KB JPEG of a bundled photo with its real segments and proposals."""
-    img = Image.open(path).convert("RGB")
-    scale = 640 / max(img.size)
-    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=95)
-    data = buf.getvalue()
-    decoded = decode_image(data)
-    labels = felzenszwalb(decoded.rgb, 1000, 0.8, 1000)
-    props = selective_search(decoded.rgb)
-    h, w = decoded.rgb.shape[:2]
-    return InputRecord(
-        key="x", source=Source(path.name), image=data, image_format=decoded.format, image_mode=decoded.mode,
-        width=w, height=h, segments=SegmentsData.from_labels(labels, "fh", CONFIG["segments"]["params"]),
-        proposals=ProposalsData.from_proposals(props, CONFIG["filters"], "selective_search", {"variant": "soco"}),
-    )
 
 
 def best_rate(fn: Callable[[], int], repeats: int, setup: Callable[[], None] = lambda: None) -> float:
@@ -105,7 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    base = [photo_record(p) for p in PHOTOS]
+    base = [photo_record(p, 640, 95) for p in PHOTOS]
     records = [replace(base[i % len(base)], key=f"img{i:07d}") for i in range(args.samples)]
     prepared = [record_sample(r, HASH) for r in records]
     image_kb = statistics.mean(len(r.image or b"") for r in base) / 1000
