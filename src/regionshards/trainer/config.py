@@ -1,7 +1,9 @@
-"""The training configuration: one flat dataclass whose defaults are DetCon's (``../shared/docs/methods.md`` §3).
+"""The training configuration: one dataclass whose defaults are the method notes' (``../shared/docs/methods.md`` §3).
 
-Every number the method notes give is a field here, so a run's ``config.json`` records all of them and a resumed
-run can be refused when any of them changed. No torch in this module.
+Every number the method notes give is a field here (SoCo's and DetCo's in the ``soco`` / ``detco`` objects of
+``method_config``), so a run's ``config.json`` records all of them and a resumed run can be refused when any of
+them changed. ``base_lr``, ``weight_decay`` and ``warmup_epochs`` left unset take the method's values
+(``method_config.METHOD_DEFAULTS``). No torch in this module.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("detcon-b", "detcon-s")
+from .method_config import METHOD_DEFAULTS, DetCoConfig, SoCoConfig, sub_config
+
+METHODS = ("detcon-b", "detcon-s", "soco", "soco-star", "detco")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,13 +91,18 @@ class TrainConfig:
     proj_dim: int = 256
     pred_hidden: int = 4096
     ema_base: float = 0.996
-    # optimiser: LARS, lr = base_lr * global batch / lr_batch_base, linear warmup then cosine to 0
-    base_lr: float = 0.2
+    # SoCo / SoCo* and DetCo (their own numbers; the heads' sizes above are shared with DetCon)
+    soco: SoCoConfig = field(default_factory=SoCoConfig)
+    detco: DetCoConfig = field(default_factory=DetCoConfig)
+    # optimiser: LARS, lr = base_lr * global batch / lr_batch_base, linear warmup then cosine to 0;
+    # base_lr / weight_decay / warmup_epochs None → the method's (0.2 / 1.5e-6 / - for DetCon)
+    base_lr: float | None = None
     lr_batch_base: int = 256
-    weight_decay: float = 1.5e-6
+    weight_decay: float | None = None
     lars_momentum: float = 0.9
     lars_eta: float = 1e-3
     warmup_fraction: float = 0.01
+    warmup_epochs: float | None = None  # when set (SoCo: 10), warmup = epochs x batches per epoch
     warmup_steps: int | None = None
     # runtime
     device: str = "auto"
@@ -108,6 +117,11 @@ class TrainConfig:
         self.views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**_tuples(v)) for v in self.views)
         for name in ("mean", "std"):
             setattr(self, name, tuple(getattr(self, name)))
+        self.soco = sub_config(SoCoConfig, self.soco)
+        self.detco = sub_config(DetCoConfig, self.detco)
+        for name, value in METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["detcon-b"]).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @property
     def grid_size(self) -> int:
@@ -119,6 +133,13 @@ class TrainConfig:
         if self.warmup_steps is not None:
             return self.warmup_steps
         return int(math.ceil(self.warmup_fraction * self.steps))
+
+    def warmup_for(self, batches_per_epoch: int) -> int:
+        """Warmup steps of a run with ``batches_per_epoch`` steps per epoch: ``warmup_steps``, else
+        ``warmup_epochs`` epochs (at most ``steps``), else ``warmup_fraction`` of the steps."""
+        if self.warmup_steps is None and self.warmup_epochs is not None:
+            return min(self.steps, int(math.ceil(self.warmup_epochs * batches_per_epoch)))
+        return self.resolved_warmup_steps
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field; return self."""
@@ -145,6 +166,12 @@ class TrainConfig:
             raise ValueError(f"mask_source must be 'segments' or 'ground_truth', got {self.mask_source!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.method in ("soco", "soco-star"):
+            self.soco.validate()
+        if self.method == "detco":
+            self.detco.validate(self.image_size)
         if len(self.views) != 2:
             raise ValueError("views must hold exactly two view configs")
         for v in self.views:
@@ -178,6 +205,10 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Keys (outside ``RUNTIME_FIELDS``) whose values differ between two ``to_dict`` configs, sorted."""
+    """Keys (outside ``RUNTIME_FIELDS``) whose values differ between two ``to_dict`` configs, sorted.
+
+    A field missing from ``saved`` (added after that run was started) counts as its default, so such runs resume.
+    """
     keys = (set(saved) | set(current)) - RUNTIME_FIELDS
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    defaults = TrainConfig(method=current.get("method", "detcon-b")).to_dict()
+    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))

@@ -45,7 +45,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..shards import open_dataset
 from ..shards.reader import iter_shard
 from .config import TrainConfig
+from .detco_views import make_detco_batch
 from .samples import PairBuffers, make_pair
+from .soco_views import make_soco_batch
+
+# methods whose batches are not DetCon's views + grids: method → (samples, cfg, rng) → batch dict
+_OTHER_BATCHES = {"soco": make_soco_batch, "soco-star": make_soco_batch, "detco": make_detco_batch}
 
 
 @dataclass(frozen=True)
@@ -141,11 +146,12 @@ def read_spans(spans: Sequence[Span]) -> Iterator[dict[str, Any]]:
 
 
 class ShardStream(IterableDataset):
-    """Endless (or ``epochs``-long) stream of DetCon batches for one rank; use with ``batch_size=None``.
+    """Endless (or ``epochs``-long) stream of training batches for one rank; use with ``batch_size=None``.
 
     Each item is a dict: ``view0``/``view1`` uint8 (B, 3, S, S) in channels_last layout, ``grid0``/``grid1``
     int64 (B, G, G) majority segment ids, ``ids0``/``ids1`` int64 (B, K) sampled ids, ``keys`` (B sample keys),
-    ``step`` (the rank's global batch index t) and ``epoch``.
+    ``step`` (the rank's global batch index t) and ``epoch``. SoCo and DetCo batches carry their own views and
+    boxes instead of grids and ids (``soco_views.make_soco_batch``, ``detco_views.make_detco_batch``).
     """
 
     def __init__(self, source: Any, cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, start_step: int = 0,
@@ -209,6 +215,9 @@ class ShardStream(IterableDataset):
         """Decode and augment one batch with the generator of ``(seed, epoch, rank, b)``."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, self.rank, b, 0x4254])
+        if cfg.method in _OTHER_BATCHES:
+            batch = _OTHER_BATCHES[cfg.method](samples, cfg, rng)
+            return {**batch, "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch}
         n, s, g, k = len(samples), cfg.image_size, cfg.grid_size, cfg.num_masks
         # torch-owned memory, so worker processes can hand the batch over through shared memory
         images = torch.empty((2, n, s, s, 3), dtype=torch.uint8)

@@ -8,8 +8,9 @@ optimiser state and the data stream position (``ShardStream(start_step=t)``) are
 random.
 
 Metrics per step: ``step``, ``epoch``, ``loss`` (mean over ranks), ``lr``, ``img_per_s`` (global samples — each
-with two views — per second over the logging window holding the step; the first window includes start-up),
-``ema`` (DetCon-B target momentum), ``time`` (seconds since the start of this process's loop).
+with all its views — per second over the logging window holding the step; the first window includes start-up),
+``ema`` (the target's momentum: DetCon-B, SoCo, DetCo's key encoder), ``time`` (seconds since the start of this
+process's loop). The method (DetCon-B/S, SoCo/SoCo*, DetCo) comes from ``methods.make_method``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_differences
 from .data import ShardStream, make_loader
-from .detcon import DetCon
-from .lars import LARS, learning_rate, param_groups, peak_learning_rate
+from .lars import LARS, learning_rate, peak_learning_rate
+from .methods import DETCON, has_target, make_method, optimizer_groups, to_device
 from .runtime import (
     Runtime,
     barrier,
@@ -54,7 +55,7 @@ def _run_info(cfg: TrainConfig, runtime: Runtime, stream: ShardStream) -> dict[s
     global_batch = cfg.batch_size * runtime.world_size
     return {"world_size": runtime.world_size, "global_batch": global_batch,
             "peak_lr": peak_learning_rate(cfg.base_lr, global_batch, cfg.lr_batch_base),
-            "warmup_steps": cfg.resolved_warmup_steps, "batches_per_epoch": stream.batches_per_epoch,
+            "warmup_steps": cfg.warmup_for(stream.batches_per_epoch), "batches_per_epoch": stream.batches_per_epoch,
             "samples_per_epoch": stream.samples_per_epoch, "device": runtime.device.type,
             "amp": str(runtime.amp_dtype).replace("torch.", "") if runtime.amp_dtype else None,
             "torch": torch.__version__}
@@ -102,17 +103,16 @@ def _to_device(batch: dict[str, Any], runtime: Runtime, cfg: TrainConfig) -> tup
     return moved, tuple(views)
 
 
-def build(cfg: TrainConfig, runtime: Runtime) -> tuple[DetCon, LARS]:
-    """The DetCon module on the runtime's device and its LARS optimiser (same init for a given seed)."""
+def build(cfg: TrainConfig, runtime: Runtime) -> tuple[nn.Module, LARS]:
+    """The method module on the runtime's device and its LARS optimiser (same init for a given seed)."""
     torch.manual_seed(cfg.seed)
-    method = DetCon(cfg)
+    method = make_method(cfg)
     if runtime.distributed and runtime.device.type == "cuda" and cfg.sync_bn:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method = method.to(runtime.device)
     if runtime.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    optimizer = LARS(param_groups(method.online, cfg.weight_decay), lr=0.0, momentum=cfg.lars_momentum,
-                     eta=cfg.lars_eta)
+    optimizer = LARS(optimizer_groups(method, cfg), lr=0.0, momentum=cfg.lars_momentum, eta=cfg.lars_eta)
     return method, optimizer
 
 
@@ -180,7 +180,10 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
             lr = learning_rate(step, cfg.steps, peak, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            moved, views = _to_device(batch, runtime, cfg)
+            if cfg.method in DETCON:
+                moved, views = _to_device(batch, runtime, cfg)
+            else:
+                moved, views = to_device(batch, runtime.device, runtime.channels_last, cfg.mean, cfg.std)
             loss = method.loss(moved, online=online, images=views, autocast=runtime.autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -219,7 +222,7 @@ def _flush(window: list, seconds: float, elapsed: float, cfg: TrainConfig, runti
         with open(run / METRICS_NAME, "a", encoding="utf-8") as f:
             for (step, epoch, _, lr, ema), loss in zip(window, values, strict=True):
                 row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "img_per_s": rate, "time": elapsed}
-                if cfg.method == "detcon-b":
+                if has_target(cfg):
                     row["ema"] = ema
                 f.write(json.dumps(row) + "\n")
         if cfg.progress:
