@@ -116,6 +116,29 @@ def build(cfg: TrainConfig, runtime: Runtime) -> tuple[nn.Module, LARS]:
     return method, optimizer
 
 
+def check_dataset(cfg: TrainConfig) -> None:
+    """Refuse, naming the dataset, a method whose inputs the build did not store (segments for DetCon,
+    proposals and the chosen filter for SoCo); DetCo needs images only."""
+    from ..shards import MANIFEST_NAME, ManifestError, read_manifest
+
+    path = Path(cfg.data)
+    manifest_path = path / MANIFEST_NAME if path.is_dir() else path
+    try:
+        built = read_manifest(manifest_path)["config"]
+    except (FileNotFoundError, ManifestError) as exc:
+        raise RunError(f"{cfg.data}: not a finished regionshards dataset ({exc})") from exc
+    if cfg.method.startswith("detcon"):
+        if cfg.mask_source == "segments" and built.get("segments", {}).get("method") in (None, "none"):
+            raise RunError(f"{cfg.data} was built with --segments none: {cfg.method} needs segments")
+    elif cfg.method.startswith("soco"):
+        if built.get("proposals", {}).get("method") in (None, "none"):
+            raise RunError(f"{cfg.data} was built with --proposals none: {cfg.method} needs proposals")
+        wanted = cfg.soco.proposal_filter
+        if wanted not in built.get("filters", []):
+            raise RunError(f"{cfg.data} records the filters {built.get('filters')}, not {wanted!r} "
+                           "(rebuild with --filter, or pass --proposal-filter)")
+
+
 def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns ``{"step", "loss", "checkpoint"}`` of the last step.
 
@@ -125,6 +148,7 @@ def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | 
         RunError: the run folder holds another run, or differs from the one being resumed.
     """
     cfg.validate()
+    check_dataset(cfg)
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     runtime = select_runtime(torch.cuda.is_available(), cfg.device)
     init_distributed(runtime)
