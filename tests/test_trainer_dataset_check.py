@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from build_inputs import FAST, make_imagenet
 from click.testing import CliRunner
 
+from build_inputs import FAST, make_imagenet
 from regionshards.build import list_source, make_config
 from regionshards.build.plan import plan_shards
 from regionshards.build.worker import process_shard
