@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -22,6 +23,24 @@ def main() -> None:
     """Unsupervised segments and proposals for object-level self-supervised pretraining."""
 
 
+def _method_options(command: Callable) -> Callable:
+    """The segment and proposal options shared by ``build`` and ``proposals`` (defaults: the papers')."""
+    options = [
+        click.option("--segments", type=click.Choice(["fh", "gt", "none"]), default="fh", show_default=True),
+        click.option("--fh-scale", type=float, default=1000, show_default=True),
+        click.option("--fh-sigma", type=float, default=0.8, show_default=True),
+        click.option("--fh-min-size", type=int, default=1000, show_default=True),
+        click.option("--proposals", "proposals_variant", default="soco", show_default=True,
+                     type=click.Choice(["soco", "alpacadb", "opencv-fast", "opencv-quality", "none"])),
+        click.option("--ss-scale", type=float, default=300, show_default=True),
+        click.option("--ss-sigma", type=float, default=0.9, show_default=True),
+        click.option("--ss-min-size", type=int, default=100, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("build")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
@@ -29,15 +48,7 @@ def main() -> None:
               help="COCO instances JSON; SOURCE is then the image folder.")
 @click.option("--layout", type=click.Choice(["auto", "imagenet", "coco", "folder", "list"]), default="auto",
               show_default=True, help="Input layout; auto detects it (and says what it found).")
-@click.option("--segments", type=click.Choice(["fh", "gt", "none"]), default="fh", show_default=True)
-@click.option("--fh-scale", type=float, default=1000, show_default=True)
-@click.option("--fh-sigma", type=float, default=0.8, show_default=True)
-@click.option("--fh-min-size", type=int, default=1000, show_default=True)
-@click.option("--proposals", "proposals_variant", default="soco", show_default=True,
-              type=click.Choice(["soco", "alpacadb", "opencv-fast", "opencv-quality", "none"]))
-@click.option("--ss-scale", type=float, default=300, show_default=True)
-@click.option("--ss-sigma", type=float, default=0.9, show_default=True)
-@click.option("--ss-min-size", type=int, default=100, show_default=True)
+@_method_options
 @click.option("--filter", "filters", multiple=True, default=("ratio3size0308", "ratio3", "none"), show_default=True,
               type=click.Choice(sorted(NAMED_FILTERS)), help="Filters whose selections every sample records.")
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="Inputs per shard.")
@@ -85,16 +96,8 @@ def build_command(source, out, annotations, layout, segments, fh_scale, fh_sigma
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON line per image here.")
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO instances JSON: adds box recall, ABO and best mask IoU per image.")
-@click.option("--segments", type=click.Choice(["fh", "gt", "none"]), default="fh", show_default=True)
 @click.option("--fh-backend", type=click.Choice(["exact", "skimage", "opencv"]), default="exact", show_default=True)
-@click.option("--fh-scale", type=float, default=1000, show_default=True)
-@click.option("--fh-sigma", type=float, default=0.8, show_default=True)
-@click.option("--fh-min-size", type=int, default=1000, show_default=True)
-@click.option("--proposals", "proposals_variant", default="soco", show_default=True,
-              type=click.Choice(["soco", "alpacadb", "opencv-fast", "opencv-quality", "none"]))
-@click.option("--ss-scale", type=float, default=300, show_default=True)
-@click.option("--ss-sigma", type=float, default=0.9, show_default=True)
-@click.option("--ss-min-size", type=int, default=100, show_default=True)
+@_method_options
 @click.option("--filter", "filters", multiple=True, default=("ratio3size0308",), show_default=True,
               type=click.Choice(sorted(NAMED_FILTERS)), help="SoCo filter(s) to report; repeatable.")
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
