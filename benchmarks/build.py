@@ -37,8 +37,8 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from skimage.segmentation import felzenszwalb as sk_felzenszwalb  # noqa: E402
 
 from reference_ss import reference_regions  # noqa: E402
-from regionshards.build import list_source, make_config, run_build  # noqa: E402
-from regionshards.build.worker import process_shard  # noqa: E402
+from regionshards.builder import list_source, make_config, run_build  # noqa: E402
+from regionshards.builder.worker import process_shard  # noqa: E402
 
 EVAL = ROOT.parent / "shared" / "eval-photos" / "images"
 

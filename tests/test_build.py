@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from build_inputs import FAST, FAST_ARGS, make_awkward, make_coco, make_imagenet
-from regionshards.build import ConfigMismatchError, list_source, make_config, run_build
-from regionshards.build.plan import existing_shard, plan_shards
-from regionshards.build.worker import process_shard
+from regionshards.builder import ConfigMismatchError, list_source, make_config, run_build
+from regionshards.builder.plan import existing_shard, plan_shards
+from regionshards.builder.worker import process_shard
 from regionshards.cli.main import main
 from regionshards.shards import DuplicateKeyError, config_hash, open_dataset, verify
 

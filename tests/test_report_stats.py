@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from regionshards.build.progress import BuildSummary
+from regionshards.builder.progress import BuildSummary
 from regionshards.cli.main import main
 from regionshards.proposals import apply_filter
 from regionshards.report.stats import box_coverage, compute_stats, format_stats

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from build_inputs import FAST, make_imagenet
-from regionshards.build import list_source, make_config
-from regionshards.build.plan import plan_shards
-from regionshards.build.worker import process_shard
+from regionshards.builder import list_source, make_config
+from regionshards.builder.plan import plan_shards
+from regionshards.builder.worker import process_shard
 from regionshards.cli.main import main
 from regionshards.shards import write_manifest
 
