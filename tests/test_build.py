@@ -41,7 +41,12 @@ def test_coco_layout_keys_are_image_ids_with_annotations(tmp_path: Path) -> None
 
 def test_flat_folder_and_file_lists(tmp_path: Path) -> None:
     src = make_imagenet(tmp_path / "src")
-    (src / "stray.jpg").write_bytes(b"")  # a file at the top level makes it a plain folder
+    (src / "stray.jpg").write_bytes(b"")  # a stray top-level file keeps the layout and is recorded
+    listing = list_source(src)
+    assert listing.layout == "imagenet" and listing.classes == ["animal", "object"]
+    stray = next(r for r in listing.refs if r.source.path == "stray.jpg")
+    assert stray.listing_error[0] == "stray-file" and stray.source.class_name is None
+    (src / "more.jpg").write_bytes(b"")  # as many top-level files as classes: a plain folder
     assert list_source(src).layout == "folder"
     lst = tmp_path / "list.txt"
     lst.write_text("# two images and a missing one\nsrc/animal/chelsea_0.jpg\n\nsrc/object/gone.jpg\n")
@@ -55,7 +60,7 @@ def test_duplicate_keys_are_refused_naming_both_sources(tmp_path: Path) -> None:
     (tmp_path / "a" / "b.jpg").write_bytes(b"x")
     (tmp_path / "a_b.png").write_bytes(b"y")
     with pytest.raises(DuplicateKeyError, match="a/b.jpg.*a_b.png|a_b.png.*a/b.jpg"):
-        list_source(tmp_path)
+        list_source(tmp_path, layout="folder")
 
 
 def test_config_gt_needs_coco() -> None:
@@ -73,7 +78,7 @@ def test_worker_records_every_input_with_its_reason(tmp_path: Path) -> None:
                          classes=listing.classes)
     out = tmp_path / "out"
     out.mkdir()
-    result = process_shard(0, listing.refs, config, out)
+    result = process_shard(0, listing.refs, config, str(out))
     rows = {r["source_path"]: r for r in pq.read_table(out / "shard-000000.parquet").to_pylist()}
     assert set(rows) == set(expected)
     for rel, reason in expected.items():
@@ -116,14 +121,15 @@ def test_existing_shard_is_trusted_only_when_it_verifies(tmp_path: Path) -> None
     out = tmp_path / "out"
     out.mkdir()
     shard = plan_shards(listing.refs, 3, "shard")[0]
-    assert existing_shard(out, shard, config_hash(config))[1] == "not written"
-    process_shard(0, shard.refs, config, out)
-    info, why = existing_shard(out, shard, config_hash(config))
-    assert why == "verified" and info is not None and info.samples == 3
-    assert existing_shard(out, shard, "0" * 64)[1] == "written with another config"
+    assert existing_shard(out, shard, config_hash(config)).why == "not written"
+    process_shard(0, shard.refs, config, str(out))
+    check = existing_shard(out, shard, config_hash(config))
+    assert check.why == "verified" and check.info is not None and check.info.samples == 3
+    assert len(check.segments) == 3 and all(n > 0 for n in check.segments)
+    assert existing_shard(out, shard, "0" * 64).why == "written with another config"
     tar = out / "shard-000000.tar"
     tar.write_bytes(tar.read_bytes()[:2000])
-    assert existing_shard(out, shard, config_hash(config))[0] is None
+    assert existing_shard(out, shard, config_hash(config)).info is None
 
 
 # --- the command on a local Ray --------------------------------------------------------------------------------

@@ -13,13 +13,21 @@ Policy (recorded with every sample by the shard writer):
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 100_000_000
+# Memory model (docs/cluster.md): a build worker's peak memory grows by ≈ BYTES_PER_PIXEL per pixel of the image
+# it works on (decoded RGB, FH graph and label maps, selective-search regions and encodings, measured with
+# benchmarks/build.py --memory), on top of ≈ 0.3 GiB for the process itself. The default pixel limit keeps one
+# worker under WORKER_MEMORY_BOUND + 0.3 GiB for any input: 6 GiB / 200 B = 32 Mpx (a 6.5k x 4.9k photo).
+BYTES_PER_PIXEL = 200  # measured: 200 B/px at 1 Mpx and at 4 Mpx (defaults: FH + SoCo selective search)
+WORKER_MEMORY_BOUND = 6 * 2**30
+DEFAULT_MAX_PIXELS = 32_000_000
+DEFAULT_MAX_BYTES = 256 * 2**20
 EXIF_POLICY = "ignored"
 
 
@@ -49,22 +57,31 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     """Decode image bytes to RGB uint8 (see the module docstring for the policy).
 
     Raises:
-        ImageError: reason ``empty``, ``not-an-image``, ``too-many-pixels``, ``truncated`` or ``unsupported``.
+        ImageError: reason ``empty``, ``not-an-image``, ``too-many-pixels``, ``truncated``, ``unsupported`` or
+            ``undecodable`` (the format's decoder failed in another way); details carry no object addresses.
+        MemoryError: left to the caller (the build records it as ``out-of-memory``).
     """
     if len(data) == 0:
         raise ImageError("empty", "zero bytes")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            # PIL warns on large images; our own limit below decides, with the real number in the message.
+            # PIL warns on large images and refuses those over twice its own limit; our limit below decides
+            # (with the real number in the message), so PIL's is raised to ours: it never caps the user's choice.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max(int(max_pixels), pil_limit or 0)
             img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
-        raise ImageError("not-an-image", str(exc)) from exc
+    except UnidentifiedImageError:
+        raise ImageError("not-an-image", "no image format recognised from the bytes") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError("too-many-pixels", str(exc)) from exc
+        raise ImageError("too-many-pixels", str(exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         # The header itself is cut short or corrupt.
-        raise ImageError("truncated", str(exc)) from exc
+        raise ImageError("truncated", describe_exception(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own error on a corrupt header
+        raise ImageError("undecodable", describe_exception(exc)) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     width, height = img.size
     if width * height > max_pixels:
         raise ImageError("too-many-pixels", f"{width}x{height} = {width * height} pixels > limit {max_pixels}")
@@ -73,9 +90,25 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     fmt, mode = img.format or "UNKNOWN", img.mode
     try:
         img.load()
+        rgb = to_rgb(img)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("truncated", str(exc)) from exc
-    return DecodedImage(to_rgb(img), fmt, mode)
+        raise ImageError("truncated", describe_exception(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own error (AVIF, DDS, BLP, SPIDER ...) on a corrupt file
+        raise ImageError("undecodable", f"{fmt}: {describe_exception(exc)}") from None
+    return DecodedImage(rgb, fmt, mode)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` without object addresses (``<... at 0x7f...>``), so failure details are deterministic."""
+    text = _ADDRESS.sub("", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:

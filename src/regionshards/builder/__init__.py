@@ -1,8 +1,9 @@
 """The build: sources → plan → one Ray task per shard (worker) → manifest. Ray is imported only here."""
 
 from .config import config_differences, make_config
-from .runner import ConfigMismatchError, run_build
-from .sources import ImageRef, SourceListing, list_source
+from .lock import LockedError
+from .runner import ConfigMismatchError, OutputError, ShardFailedError, run_build
+from .sources import ImageRef, SourceError, SourceListing, list_source
 
-__all__ = ["ConfigMismatchError", "ImageRef", "SourceListing", "config_differences", "list_source", "make_config",
-           "run_build"]
+__all__ = ["ConfigMismatchError", "ImageRef", "LockedError", "OutputError", "ShardFailedError", "SourceError",
+           "SourceListing", "config_differences", "list_source", "make_config", "run_build"]

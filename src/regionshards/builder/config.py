@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..images import DEFAULT_MAX_PIXELS
+from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..proposals import NAMED_FILTERS
+from ..shards.writer import shard_name
 
 SEGMENT_METHODS = ("fh", "gt", "none")
 PROPOSAL_METHODS = ("soco", "alpacadb", "opencv-fast", "opencv-quality", "none")
 DEFAULT_FILTERS = ("ratio3size0308", "ratio3", "none")
+ORDERS = ("permuted", "sorted")
+DEFAULT_SEED = 0
 
 
 def make_config(
@@ -31,6 +34,9 @@ def make_config(
     filters: tuple[str, ...] = DEFAULT_FILTERS,
     shard_size: int = 1000,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    order: str = "permuted",
+    seed: int = DEFAULT_SEED,
     prefix: str = "shard",
     layout: str = "folder",
     classes: list[str] | None = None,
@@ -47,6 +53,16 @@ def make_config(
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     if max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {max_pixels}")
+    if max_bytes < 1:
+        raise ValueError(f"--max-bytes must be >= 1, got {max_bytes}")
+    if order not in ORDERS:
+        raise ValueError(f"--order must be one of {ORDERS}, got {order!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be an integer in 0..2**63-1, got {seed!r}")
+    try:
+        shard_name(prefix, 0)
+    except ValueError as exc:
+        raise ValueError(f"--prefix: {exc}") from None
     if segments == "gt" and layout != "coco":
         raise ValueError("--segments gt needs a COCO source (--annotations instances_*.json)")
     seg: dict[str, Any] = {"method": segments, "params": {}}
@@ -66,6 +82,8 @@ def make_config(
         "filters": list(filters) if proposals != "none" else [],
         "shard_size": int(shard_size),
         "max_pixels": int(max_pixels),
+        "max_bytes": int(max_bytes),
+        "order": {"method": order, "seed": int(seed) if order == "permuted" else None},
         "prefix": prefix,
     }
 

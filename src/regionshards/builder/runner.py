@@ -1,44 +1,80 @@
 """``build``: list the source, plan shards, run one Ray task per shard, seal the dataset with its manifest.
 
 Ray is local by default (the user starts nothing); ``address`` (or ``RAY_ADDRESS``) attaches to a cluster.
-Tasks read their inputs and write their shard themselves, so the object store only carries small stats.
-Tasks are idempotent (deterministic bytes, atomic renames), so Ray's retries after a worker death and a
-rerun after a killed driver both give the same output as an uninterrupted build.
+Each task first checks whether its shard is already on disk and still true to its inputs (resume, next to the
+data, in parallel), and computes it otherwise; it reads its inputs and writes its shard itself, so the object
+store only carries small stats. Tasks are idempotent (deterministic bytes, atomic renames), so Ray's retries
+after a worker death and a rerun after a killed driver both give the same output as an uninterrupted build.
+Everything that can be refused is refused before Ray starts (``prepare_output``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import sys
 import time
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..proposals import warm_up
-from ..shards import MANIFEST_NAME, ShardInfo, config_hash, read_manifest, write_manifest
+from ..shards import MANIFEST_NAME, ManifestError, read_manifest, write_manifest
 from ..shards._fs import atomic_write_bytes
 from .config import config_differences
-from .plan import PlannedShard, existing_shard, plan_shards
-from .progress import BuildSummary, Progress, distribution
+from .lock import LOCK_NAME, BuildLock
+from .plan import PlannedShard, existing_shard, order_refs, plan_shards
+from .progress import BuildSummary, Progress, summarise
 from .sources import SourceListing
-from .worker import STAGES, ShardResult, process_shard
+from .worker import ShardResult, process_shard
 
 BUILD_STATE = "build.json"  # the config of an unfinished build; removed once the manifest is written
 SUMMARY = "summary.json"
+KERNEL_COMPILE_SECONDS = 15  # first-run numba compilation on a 2-core machine (see docs/benchmarks.md)
 
 
 class ConfigMismatchError(ValueError):
-    """The output folder holds (part of) a build made with another config."""
+    """The output folder holds (part of) a build made with another config (a usage error: exit status 2)."""
 
 
-def _check_previous(out: Path, config: Mapping[str, Any], overwrite: bool) -> None:
+class OutputError(ValueError):
+    """The output folder cannot be used: it holds files that are not ours (a usage error: exit status 2)."""
+
+
+class ShardFailedError(RuntimeError):
+    """A shard's task died on every retry (exit status 3); the message names the shard."""
+
+
+def _our_file(name: str, prefix: str) -> bool:
+    if name in (MANIFEST_NAME, BUILD_STATE, SUMMARY, LOCK_NAME):
+        return True
+    if re.fullmatch(re.escape(prefix) + r"-\d{6}\.(tar|parquet)", name):
+        return True
+    return name.startswith(".") and name.endswith(".tmp")  # our atomic writes' temporaries (checked below)
+
+
+def check_output(out: Path, config: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse an output folder we must not write into: a file, foreign files, or a build with another config."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"OUT {out} exists and is not a folder")
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not _our_file(p.name, config["prefix"]))
+    if foreign:
+        raise OutputError(f"OUT {out} holds files that are not from a regionshards build with prefix "
+                          f"{config['prefix']!r} ({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
+                          "choose an empty or new folder")
     previous = None
     for name in (MANIFEST_NAME, BUILD_STATE):
         if (out / name).is_file():
-            stored = read_manifest(out / name) if name == MANIFEST_NAME else json.loads((out / name).read_text())
-            previous = (name, stored["config"])
+            try:
+                stored = read_manifest(out / name) if name == MANIFEST_NAME else json.loads((out / name).read_text())
+                previous = (name, stored["config"])
+            except (ManifestError, ValueError, KeyError, TypeError) as exc:
+                if not overwrite:
+                    raise OutputError(f"{out / name} is unreadable ({str(exc)[:200]}); use --overwrite to start "
+                                      "again") from None
             break
     if previous is None:
         return
@@ -51,7 +87,8 @@ def _check_previous(out: Path, config: Mapping[str, Any], overwrite: bool) -> No
 
 
 def _remove_temporaries(out: Path, prefix: str) -> list[str]:
-    """Delete temporary files a killed build left behind (``.<name>.<random>.tmp`` of our own files only)."""
+    """Delete temporary files a killed build left behind (``.<name>.<random>.tmp`` of our own files only).
+    Called with the lock held, so they cannot belong to a running build."""
     ours = (f".{prefix}-", f".{MANIFEST_NAME}.", f".{BUILD_STATE}.", f".{SUMMARY}.")
     removed = []
     for entry in out.iterdir():
@@ -69,6 +106,17 @@ def _clear_output(out: Path, prefix: str) -> None:
             entry.unlink()
 
 
+def ensure_shard(index: int, refs: tuple, config: Mapping[str, Any], out_dir: str, digest: str) -> ShardResult:
+    """The Ray task: reuse shard ``index`` if it checks out against its inputs and config, else compute it."""
+    from ..shards import shard_name
+
+    shard = PlannedShard(index, shard_name(config["prefix"], index), refs)
+    check = existing_shard(Path(out_dir), shard, digest, config["max_bytes"])
+    if check.info is not None:
+        return ShardResult(check.info, {}, check.segments, check.proposals, reused=True, why="verified")
+    return process_shard(index, refs, config, out_dir, why=check.why)
+
+
 def run_build(
     listing: SourceListing,
     out: str | Path,
@@ -80,98 +128,102 @@ def run_build(
     progress: bool = True,
     stream: TextIO | None = None,
 ) -> BuildSummary:
-    """Build (or resume) the dataset of ``listing`` into ``out`` with ``config``; returns the summary."""
+    """Build (or resume) the dataset of ``listing`` into ``out`` with ``config``; returns the summary.
+
+    Raises:
+        OutputError, ConfigMismatchError, LockedError: refusals (before Ray starts).
+        ShardFailedError: a shard's task died on every retry.
+    """
+    out = Path(out)
+    stream = stream or sys.stderr
+    check_output(out, config, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with BuildLock(out) as lock:
+        if lock.stale:
+            print(f"took over a stale lock of pid {lock.stale.get('pid')} (a killed build)", file=stream)
+        if overwrite:
+            _clear_output(out, config["prefix"])
+        _remove_temporaries(out, config["prefix"])
+        from ..shards import config_hash
+
+        digest = config_hash(config)
+        atomic_write_bytes(out / BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
+        shards = plan_shards(order_refs(listing.refs, config["order"]), config["shard_size"], config["prefix"])
+        results, wall, cpus = _run_tasks(shards, config, out, digest, address, num_cpus, progress, stream)
+        write_manifest(out, config, [results[s.index].info for s in shards])
+        summary = summarise(len(listing.refs), shards, results, wall, cpus)
+        atomic_write_bytes(out / SUMMARY, (json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n").encode())
+        (out / BUILD_STATE).unlink(missing_ok=True)
+    return summary
+
+
+def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Path, digest: str, address: str | None,
+               num_cpus: int | None, progress: bool, stream: TextIO) -> tuple[dict[int, ShardResult], float, float]:
     import ray
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_previous(out, config, overwrite)
-    if overwrite:
-        _clear_output(out, config["prefix"])
-    _remove_temporaries(out, config["prefix"])
-    digest = config_hash(config)
-    atomic_write_bytes(out / BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
-    shards = plan_shards(listing.refs, config["shard_size"], config["prefix"])
-    infos: dict[int, ShardInfo] = {}
-    todo: list[PlannedShard] = []
-    for shard in shards:
-        info, _why = existing_shard(out, shard, digest)
-        if info is None:
-            todo.append(shard)
-        else:
-            infos[shard.index] = info
-    bar = Progress(len(listing.refs), stream, progress)
-    bar.update(sum(len(s.refs) for s in shards if s.index in infos))
-    results: list[ShardResult] = []
-    if todo:
-        # Compile the numba kernels here once, so that local workers load them from the on-disk cache instead of
-        # each compiling them again (≈ 12 s per process on a fresh machine).
-        warm_up()
+    _warm_kernels(config, stream)
     own_ray = not ray.is_initialized()
-    if own_ray and todo:
+    if own_ray and shards:
         _init_ray(ray, address, num_cpus)
     started = time.monotonic()  # after Ray's start-up, so that images/s measures the work
+    results: dict[int, ShardResult] = {}
+    bar = Progress(sum(len(s.refs) for s in shards), stream, progress)
     try:
         cpus = float(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else 0.0
-        if todo:
-            task = ray.remote(num_cpus=1, max_retries=5, retry_exceptions=False)(process_shard)
-            pending = {task.remote(s.index, s.refs, dict(config), str(out)): s for s in todo}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                shard = pending.pop(ready[0])
+        task = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(ensure_shard)
+        pending = {task.remote(s.index, s.refs, dict(config), str(out), digest): s for s in shards}
+        recomputed = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            shard = pending.pop(ready[0])
+            try:
                 result: ShardResult = ray.get(ready[0])
-                infos[shard.index] = result.info
-                results.append(result)
-                bar.update(len(shard.refs))
+            except Exception as exc:  # noqa: BLE001 - a task that died on every retry ends the build, named
+                raise ShardFailedError(f"shard {shard.name} ({len(shard.refs)} inputs) failed on every retry: "
+                                       f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+            results[shard.index] = result
+            if not result.reused and result.why != "not written":
+                recomputed += 1
+                if recomputed <= 20:
+                    bar.note(f"recomputed {shard.name}: {result.why}")
+            bar.update(len(shard.refs), computed=not result.reused)
+        if recomputed > 20:
+            bar.note(f"... {recomputed} shards recomputed in all")
     finally:
         if own_ray and ray.is_initialized():
             ray.shutdown()
-    write_manifest(out, config, [infos[s.index] for s in shards])
-    summary = _summarise(listing, shards, infos, results, time.monotonic() - started, cpus)
-    atomic_write_bytes(out / SUMMARY, (json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n").encode())
-    (out / BUILD_STATE).unlink(missing_ok=True)
-    return summary
+    return results, time.monotonic() - started, cpus
+
+
+def _warm_kernels(config: Mapping[str, Any], stream: TextIO) -> None:
+    """Compile the numba kernels in the driver once, so local workers load them from the on-disk cache instead of
+    each compiling them again; say so first when the cache is empty (the first run on a machine)."""
+    if config["segments"]["method"] != "fh" and config["proposals"]["method"] == "none":
+        return
+    from .. import proposals
+
+    if not _kernels_cached(Path(proposals.__file__).parent):
+        print(f"compiling kernels (first run only, ≈ {KERNEL_COMPILE_SECONDS} s)", file=stream, flush=True)
+    proposals.warm_up()
+
+
+def _kernels_cached(package: Path) -> bool:
+    """Whether numba's on-disk cache holds our kernels (next to the modules, or under NUMBA_CACHE_DIR)."""
+    places = [package / "__pycache__"]
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    return any(next(place.rglob("_fh_kernels*.nbi"), None) is not None for place in places if place.is_dir())
 
 
 def _init_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
+    # Ray's start-up chatter (token-authentication notice, "Started a local Ray instance") is INFO/WARNING from
+    # its own loggers; ERROR keeps real problems visible and the progress line clean.
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **quiet)
     else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
 
 
-def _summarise(
-    listing: SourceListing,
-    shards: list[PlannedShard],
-    infos: Mapping[int, ShardInfo],
-    results: list[ShardResult],
-    wall: float,
-    cpus: float,
-) -> BuildSummary:
-    reasons: Counter[str] = Counter()
-    for info in infos.values():
-        reasons.update(info.failure_reasons)
-    summary = BuildSummary(
-        inputs=sum(i.inputs for i in infos.values()),
-        ok=sum(i.samples for i in infos.values()),
-        failed=sum(i.failures for i in infos.values()),
-        failure_reasons=dict(sorted(reasons.items())),
-        shards=len(shards),
-        shards_reused=len(shards) - len(results),
-        segments_per_image=distribution([n for r in results for n in r.segments]),
-        proposals_per_image=distribution([n for r in results for n in r.proposals]),
-        wall_seconds=round(wall, 3),
-        images_per_second=round(sum(len(s.refs) for s in shards) / wall, 3) if wall > 0 else 0.0,
-        core_seconds={k: round(sum(r.seconds.get(k, 0.0) for r in results), 3) for k in STAGES},
-        cpus=cpus,
-    )
-    if summary.inputs != len(listing.refs) or summary.inputs != summary.ok + summary.failed:
-        raise RuntimeError(
-            f"inputs do not add up: {len(listing.refs)} listed, {summary.inputs} indexed, "
-            f"{summary.ok} ok + {summary.failed} failed"
-        )
-    return summary
-
-
-__all__ = ["BUILD_STATE", "SUMMARY", "ConfigMismatchError", "run_build"]
+__all__ = ["BUILD_STATE", "SUMMARY", "ConfigMismatchError", "OutputError", "ShardFailedError", "run_build"]

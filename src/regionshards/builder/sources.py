@@ -1,22 +1,30 @@
 """Input layouts: an ImageNet-style folder, COCO (images + instances JSON), a flat folder, a file list.
 
-Every layout becomes one sorted list of ``ImageRef`` — the plan is cut from it, so the order (and with it the
-shard of every image) depends on the source alone. Every regular, non-hidden file under a folder is an input:
-a file that is not an image is not skipped silently but recorded as failed with its reason by the worker.
+Every layout becomes one sorted list of ``ImageRef`` (the plan permutes it with a seeded permutation). Every
+non-hidden entry under a folder is an input: a file that is not an image, a FIFO, a dangling symbolic link, a
+folder that cannot be listed or a symbolic-link loop is not skipped silently but becomes a row with its reason.
+Symbolic links to folders are followed (a link back to one of its own ancestors is a loop, recorded once).
+Paths are stored relative to the source root; a name that is not UTF-8 is stored with ``\\x..`` escapes.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..shards.keys import check_unique_keys, key_from_image_id, key_from_path
+from ..shards.keys import check_unique_keys, key_from_path
 from ..shards.records import Source
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 LAYOUTS = ("auto", "imagenet", "coco", "folder", "list")
+# URL schemes pyarrow.fs reads; anything else in a list (http://, ftp://) is an input with reason "unsupported".
+READABLE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+class SourceError(ValueError):
+    """A source that cannot be built at all (a usage error: exit status 2); the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class ImageRef:
     source: Source
     annotations: tuple[dict[str, Any], ...] | None = None
     expected_size: tuple[int, int] | None = None  # (width, height) declared by COCO, checked by the worker
+    listing_error: tuple[str, str] | None = None  # (reason, detail) when listing already knows it fails
 
 
 @dataclass(frozen=True)
@@ -42,74 +51,145 @@ class SourceListing:
 
     def describe(self) -> str:
         extra = f", {len(self.classes)} classes" if self.classes else ""
-        return f"{self.layout} layout at {self.root}: {len(self.refs)} inputs{extra}"
+        problems = sum(r.listing_error is not None for r in self.refs)
+        noted = f", {problems} recorded as failed while listing" if problems else ""
+        return f"{self.layout} layout at {self.root}: {len(self.refs)} inputs{extra}{noted}"
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Regular, non-hidden files under ``folder`` (hidden folders skipped too), sorted by relative path."""
-    out = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
+def display_path(rel: str) -> str:
+    """A relative path as stored text: UTF-8 names unchanged, undecodable bytes as ``\\xNN`` escapes."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing found under a folder: its path, its path relative to the root, and why it fails if known."""
+
+    path: Path
+    rel: str
+    error: tuple[str, str] | None = None
+
+
+def walk(folder: Path, root: Path | None = None) -> list[Entry]:
+    """Every non-hidden non-folder entry under ``folder`` (files, FIFOs, dangling links ...), sorted by path.
+
+    Symbolic links to folders are followed; a link to one of its own ancestors is a ``symlink-loop`` entry and a
+    folder that cannot be listed an ``unreadable`` one. ``rel`` is relative to ``root`` (default ``folder``).
+    """
+    root = root or folder
+    out: list[Entry] = []
+    _walk(folder, root, set(), out)
+    return sorted(out, key=lambda e: e.rel)
+
+
+def _walk(folder: Path, root: Path, ancestors: set[tuple[int, int]], out: list[Entry]) -> None:
+    rel_folder = display_path(folder.relative_to(root).as_posix())
+    try:
+        st = folder.stat()
+        ident = (st.st_dev, st.st_ino)
+        if ident in ancestors:
+            out.append(Entry(folder, rel_folder, ("symlink-loop", "a symbolic link to one of its own parent folders")))
+            return
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        out.append(Entry(folder, rel_folder, ("unreadable", f"folder cannot be listed: {exc.strerror or exc}")))
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        if p.is_file():
-            out.append(p)
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            _walk(path, root, ancestors | {ident}, out)
+        else:
+            out.append(Entry(path, display_path(path.relative_to(root).as_posix())))
+
+
+def _has_entries(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return any(not e.name.startswith(".") for e in it)
+    except OSError:
+        return True  # listed later as an unreadable entry
 
 
 def detect_layout(source: Path, annotations: Path | None) -> str:
-    """``coco`` with annotations; ``list`` for a .txt/.parquet file; ``imagenet`` for a folder whose images
-    all sit in first-level class folders; ``folder`` otherwise."""
+    """``coco`` with annotations; ``list`` for a .txt/.parquet file; ``imagenet`` for a folder of first-level
+    class folders (all non-empty, at least two, and fewer stray top-level files than classes: the strays are
+    recorded as failed inputs, not a reason to lose every label); ``folder`` otherwise."""
     if annotations is not None:
         return "coco"
     if source.is_file():
         if source.suffix.lower() in (".txt", ".parquet"):
             return "list"
-        raise ValueError(f"{source}: a source file must be a .txt or .parquet file list")
+        raise SourceError(f"{source}: a source file must be a .txt or .parquet file list")
     if not source.is_dir():
-        raise FileNotFoundError(f"source not found: {source}")
-    top_files = [p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
-    class_dirs = [p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if not top_files and class_dirs and all(_files_under(d) for d in class_dirs):
+        raise SourceError(f"source not found: {source}")
+    visible = [p for p in source.iterdir() if not p.name.startswith(".")]
+    class_dirs = [p for p in visible if p.is_dir()]
+    top_files = [p for p in visible if not p.is_dir()]
+    if not class_dirs or not all(_has_entries(d) for d in class_dirs):
+        return "folder"
+    if not top_files or (len(class_dirs) >= 2 and len(top_files) < len(class_dirs)):
         return "imagenet"
     return "folder"
 
 
 def list_source(source: Path, annotations: Path | None = None, layout: str = "auto") -> SourceListing:
-    """The sorted inputs of ``source`` in the given (or detected) layout; duplicate keys are refused."""
+    """The sorted inputs of ``source`` in the given (or detected) layout.
+
+    Raises:
+        SourceError: unknown layout, missing source, malformed COCO or list structure, a COCO ``file_name``
+            outside the image folder (one line, naming the field or entry).
+        DuplicateKeyError: two inputs map to one key.
+    """
+    from .coco import list_coco
+
     source = Path(source)
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        raise SourceError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     if layout == "auto":
         layout = detect_layout(source, annotations)
     if layout == "coco" and annotations is None:
-        raise ValueError("the coco layout needs --annotations (an instances_*.json)")
+        raise SourceError("the coco layout needs --annotations (an instances_*.json)")
+    if layout in ("imagenet", "folder") and not source.is_dir():
+        raise SourceError(f"the {layout} layout needs a folder, got {source}")
     listing = {
         "imagenet": _imagenet,
         "folder": _folder,
         "list": _file_list,
-        "coco": lambda s: _coco(s, annotations),  # type: ignore[arg-type]
+        "coco": lambda s: list_coco(s, annotations),  # type: ignore[arg-type]
     }[layout](source)
     check_unique_keys((r.key, r.source.describe()) for r in listing.refs)
     return listing
 
 
+def _ref(entry: Entry, source: Source) -> ImageRef:
+    return ImageRef(key_from_path(entry.rel), str(entry.path), source, listing_error=entry.error)
+
+
 def _imagenet(root: Path) -> SourceListing:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    visible = sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    classes = [display_path(p.name) for p in visible if p.is_dir()]
     refs = []
     for index, name in enumerate(classes):
-        for f in _files_under(root / name):
-            rel = f.relative_to(root).as_posix()
-            refs.append(ImageRef(key_from_path(rel), str(f), Source(path=rel, class_index=index, class_name=name)))
+        for entry in walk(next(p for p in visible if display_path(p.name) == name), root):
+            refs.append(_ref(entry, Source(path=entry.rel, class_index=index, class_name=name)))
+    for p in visible:
+        if not p.is_dir():
+            rel = display_path(p.name)
+            refs.append(_ref(Entry(p, rel, ("stray-file", "a file beside the class folders has no class")),
+                             Source(path=rel)))
     refs.sort(key=lambda r: r.source.path or "")
     return SourceListing("imagenet", str(root), refs, classes=classes)
 
 
 def _folder(root: Path) -> SourceListing:
-    refs = []
-    for f in _files_under(root):
-        rel = f.relative_to(root).as_posix()
-        refs.append(ImageRef(key_from_path(rel), str(f), Source(path=rel)))
+    refs = [_ref(entry, Source(path=entry.rel)) for entry in walk(root)]
     return SourceListing("folder", str(root), refs)
 
 
@@ -118,53 +198,39 @@ def _file_list(path: Path) -> SourceListing:
     (and optional ``class_name``). Relative paths are relative to the list's folder."""
     base = path.parent
     if path.suffix.lower() == ".txt":
-        entries = [
-            (line.strip(), None)
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        entries = [(line.strip(), None) for line in text.splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
     else:
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
         if "path" not in table.column_names:
-            raise ValueError(f"{path}: a Parquet file list needs a 'path' column (has {table.column_names})")
+            raise SourceError(f"{path}: a Parquet file list needs a 'path' column (has {table.column_names})")
         names = table.column("class_name").to_pylist() if "class_name" in table.column_names else None
         entries = list(zip(table.column("path").to_pylist(), names or [None] * table.num_rows, strict=True))
     classes = sorted({c for _, c in entries if c is not None})
     index = {c: i for i, c in enumerate(classes)}
     refs = []
-    for raw, cls in entries:
+    for n, (raw, cls) in enumerate(entries, start=1):
         if not isinstance(raw, str) or not raw:
-            raise ValueError(f"{path}: empty or non-text path entry {raw!r}")
+            raise SourceError(f"{path}: entry {n} is an empty or non-text path ({raw!r})")
+        scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
         p = Path(raw)
-        full = p if p.is_absolute() or "://" in raw else base / p
-        rel = raw if not p.is_absolute() and "://" not in raw else raw.split("://", 1)[-1].lstrip("/")
+        full = p if p.is_absolute() or scheme else base / p
+        rel = raw if not p.is_absolute() and not scheme else raw.split("://", 1)[-1].lstrip("/")
+        try:
+            key = key_from_path(rel)
+        except ValueError as exc:
+            raise SourceError(f"{path}: entry {n}: {exc}") from None
         source = Source(path=rel, class_index=index.get(cls) if cls else None, class_name=cls)
-        refs.append(ImageRef(key_from_path(rel), raw if "://" in raw else str(full), source))
+        error = None
+        if scheme and scheme not in READABLE_SCHEMES:
+            error = ("unsupported", f"URL scheme {scheme}:// is not readable here (use a path or one of "
+                                    f"{', '.join(s + '://' for s in READABLE_SCHEMES)})")
+        refs.append(ImageRef(key, raw if scheme else str(full), source, listing_error=error))
     refs.sort(key=lambda r: r.source.path or "")
     return SourceListing("list", str(path), refs, classes=classes)
-
-
-def _coco(images_dir: Path, annotations: Path) -> SourceListing:
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"COCO image folder not found: {images_dir}")
-    try:
-        data = json.loads(Path(annotations).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{annotations}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or "images" not in data:
-        raise ValueError(f"{annotations}: not a COCO instances file (no 'images' list)")
-    by_image: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in data["images"]}
-    for ann in data.get("annotations", []):
-        if ann.get("image_id") not in by_image:
-            raise ValueError(f"{annotations}: annotation {ann.get('id')} names unknown image_id {ann.get('image_id')}")
-        by_image[ann["image_id"]].append(ann)
-    refs = []
-    for img in sorted(data["images"], key=lambda i: i["id"]):
-        rel = str(img["file_name"])
-        anns = tuple(sorted(by_image[img["id"]], key=lambda a: a["id"]))
-        size = (int(img["width"]), int(img["height"])) if "width" in img and "height" in img else None
-        source = Source(path=rel, image_id=img["id"])
-        refs.append(ImageRef(key_from_image_id(img["id"]), str(images_dir / rel), source, anns, size))
-    return SourceListing("coco", str(images_dir), refs, categories=list(data.get("categories", [])))

@@ -9,8 +9,9 @@ of a multi-polygon are unioned, RLEs are decoded as given. Decoding goes through
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,131 @@ def _polygons(segm: list[Any], ann: dict[str, Any]) -> list[list[float]]:
     return polys
 
 
+# Polygon coordinates are accepted up to one image size beyond each border: COCO's own polygons stray a pixel or
+# two outside, while pycocotools rasterises at 5x resolution along every edge and allocates accordingly (a vertex
+# at 1e8 costs > 4 GB; a NaN one crashes it). Further out is an absurd coordinate, not a mask.
+_MARGIN = 1.0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _finite_numbers(values: Any) -> list[float] | None:
+    """The values as floats if they are a flat sequence of finite real numbers, else None."""
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Sequence):
+        return None
+    if not all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+        return None
+    out = [float(v) for v in values]
+    return out if all(math.isfinite(v) for v in out) else None
+
+
+def _polygon_problem(segm: list[Any], height: int, width: int) -> str | None:
+    for part in segm:
+        coords = _finite_numbers(part)
+        if coords is None:
+            return "polygon coordinates are not finite numbers"
+        if len(coords) < 6 or len(coords) % 2:
+            return f"a polygon needs at least 3 (x, y) points, got {len(coords)} coordinates"
+        xs, ys = coords[0::2], coords[1::2]
+        if (min(xs) < -_MARGIN * width or max(xs) > (1 + _MARGIN) * width
+                or min(ys) < -_MARGIN * height or max(ys) > (1 + _MARGIN) * height):
+            return f"polygon coordinates far outside the {width}x{height} image"
+    return None
+
+
+def _rle_problem(segm: dict[str, Any], height: int, width: int) -> str | None:
+    if "size" not in segm or "counts" not in segm:
+        return "an RLE segmentation needs 'size' and 'counts'"
+    size, counts = segm.get("size"), segm.get("counts")
+    if not isinstance(size, list | tuple) or len(size) != 2 or not all(_is_int(v) for v in size):
+        return f"RLE size must be [H, W] integers, got {size!r}"[:120]
+    if [int(v) for v in size] != [height, width]:
+        return f"RLE size {[int(v) for v in size]} does not match the image size {[height, width]}"
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            return "RLE counts are not ASCII"
+    if isinstance(counts, list):
+        if not all(_is_int(v) and 0 <= v < 2**32 for v in counts):
+            return "uncompressed RLE counts must be integers in 0..2**32-1"
+    elif not isinstance(counts, str) or not counts.isascii():
+        return "RLE counts must be a string or a list of integers"
+    try:
+        total = int(rle_to_counts({"size": list(size), "counts": counts}).astype(np.int64).sum())
+    except ValueError as err:
+        return f"malformed RLE counts ({err})"
+    if total != height * width:
+        return f"RLE runs sum to {total} pixels, expected {height}*{width}"
+    return None
+
+
+def annotation_problem(ann: Any, height: int, width: int) -> str | None:
+    """Why one COCO annotation cannot give a mask for a ``height`` x ``width`` image, or None if it can.
+
+    Checked before pycocotools sees anything: an integer ``id`` and ``category_id``, ``iscrowd`` 0/1, a
+    ``bbox`` (when present) of 4 finite numbers with non-negative size, and a segmentation that is either
+    polygons (each >= 3 finite points within one image size of the borders) or an RLE of exactly the image size
+    whose runs are well-formed and cover every pixel.
+    """
+    if not isinstance(ann, dict):
+        return "not a JSON object"
+    if not _is_int(ann.get("id")):
+        return "no integer 'id'"
+    if not _is_int(ann.get("category_id")):
+        return f"category_id {ann.get('category_id')!r} is not an integer"[:120]
+    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), bool | float):
+        return f"iscrowd {ann.get('iscrowd')!r} is not 0 or 1"[:120]
+    if "bbox" in ann:
+        box = _finite_numbers(ann["bbox"])
+        if box is None or len(box) != 4 or box[2] < 0 or box[3] < 0:
+            return "bbox is not 4 finite numbers [x, y, w, h] with w, h >= 0"
+    return segmentation_problem(ann.get("segmentation"), height, width)
+
+
+def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
+    """Why a COCO ``segmentation`` value cannot be rasterised for a ``height`` x ``width`` image, or None."""
+    if segm is None or (isinstance(segm, list | tuple | dict) and len(segm) == 0):
+        return "missing or empty segmentation"
+    if isinstance(segm, list | tuple):
+        if all(isinstance(v, Real) for v in segm):
+            return "polygons must be a list of coordinate lists, got a flat list"
+        return _polygon_problem(list(segm), height, width)
+    if isinstance(segm, dict):
+        return _rle_problem(segm, height, width)
+    return f"segmentation of type {type(segm).__name__}"
+
+
+def usable_annotations(
+    anns: Sequence[Any], height: int, width: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Split one image's annotations into those that give a mask and a note per dropped one.
+
+    Returns:
+        ``(usable, notes)``: the usable annotation dicts in input order, and one ``"annotation <id>: <why>"``
+        per dropped annotation (deterministic text: ids and sizes only).
+    """
+    usable, notes = [], []
+    for i, ann in enumerate(anns):
+        problem = annotation_problem(ann, height, width)
+        if problem is None:
+            usable.append(ann)
+        else:
+            ident = ann.get("id") if isinstance(ann, dict) and _is_int(ann.get("id")) else f"at position {i}"
+            notes.append(f"annotation {ident}: {problem}")
+    return usable, notes
+
+
 def _annotation_rle(ann: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     """The annotation's mask as an RLE dict of size [height, width] (compressed, or uncompressed as given)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     segm = ann.get("segmentation") if isinstance(ann, dict) else None
+    problem = segmentation_problem(segm, height, width)
+    if problem is not None:  # never hand pycocotools a NaN, a huge coordinate or malformed counts
+        raise ValueError(f"{_name(ann) if isinstance(ann, dict) else 'annotation'}: {problem}")
     if isinstance(segm, list | tuple) and len(segm) > 0 and not isinstance(segm[0], Real):
         polygon_rles = mask_utils.frPyObjects(_polygons(list(segm), ann), height, width)
         return mask_utils.merge(polygon_rles)

@@ -40,6 +40,12 @@ INDEX_SCHEMA = pa.schema(
         pa.field("image_bytes", pa.int64()),
         pa.field("json_offset", pa.int64()),
         pa.field("json_bytes", pa.int64()),
+        # Build provenance (docs/format.md, "Input fingerprints and notes"): what the input was when it was
+        # computed, so a resumed build recomputes exactly the shards whose inputs changed; null when unknown.
+        pa.field("input_bytes", pa.int64()),
+        pa.field("input_mtime_ns", pa.int64()),
+        pa.field("input_sha256", pa.string()),
+        pa.field("note", pa.string()),  # e.g. annotations dropped from an ok input, and why
     ],
     metadata={b"regionshards.format_version": str(FORMAT_VERSION).encode()},
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,17 @@ def _index_row(record: InputRecord, offsets: dict[str, tuple[int, int]]) -> dict
         "image_bytes": image[1],
         "json_offset": meta[0],
         "json_bytes": meta[1],
+        **dict.fromkeys(BUILD_COLUMNS),
     }
 
 
-def _layout(records: Sequence[InputRecord], config_hash: str) -> tuple[list[tuple[str, bytes]], list[dict]]:
+# Index columns a build fills from what it knows about each input (absent: null).
+BUILD_COLUMNS = ("input_bytes", "input_mtime_ns", "input_sha256", "note")
+
+
+def _layout(
+    records: Sequence[InputRecord], config_hash: str, row_extras: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[list[tuple[str, bytes]], list[dict]]:
     """All tar members in order and one index row per record, with the data offsets the tar will have."""
     members: list[tuple[str, bytes]] = []
     rows = []
@@ -86,7 +93,13 @@ def _layout(records: Sequence[InputRecord], config_hash: str) -> tuple[list[tupl
                 offsets[name.partition(".")[2]] = (offset + BLOCK, len(data))
                 members.append((name, data))
                 offset += BLOCK + len(data) + (-len(data) % BLOCK)
-        rows.append(_index_row(record, offsets))
+        row = _index_row(record, offsets)
+        extra = (row_extras or {}).get(record.key, {})
+        unknown = set(extra) - set(BUILD_COLUMNS)
+        if unknown:
+            raise ValueError(f"{record.key}: unknown index columns {sorted(unknown)}")
+        row.update(extra)
+        rows.append(row)
     return members, rows
 
 
@@ -97,6 +110,7 @@ def write_shard(
     *,
     config_hash: str,
     prefix: str = "shard",
+    row_extras: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ShardInfo:
     """Write the shard ``index`` of a dataset from its input records.
 
@@ -106,6 +120,7 @@ def write_shard(
         records: every input assigned to this shard, ok or failed, any order; keys must be unique.
         config_hash: ``manifest.config_hash(config)`` of the build config, stored in every sample.
         prefix: file-name prefix.
+        row_extras: per key, values of the build columns (``BUILD_COLUMNS``: input fingerprint, note).
 
     Returns:
         The shard's ``ShardInfo`` for the manifest (sha256 and sizes of both files, counts by status/reason).
@@ -121,7 +136,7 @@ def write_shard(
     for record in records:
         _check_record(record)
     ordered = sorted(records, key=lambda r: member_sort_key(r.key))
-    members, rows = _layout(ordered, config_hash)
+    members, rows = _layout(ordered, config_hash, row_extras)
 
     out = Path(out_dir)
     tar_path, index_path = out / f"{name}.tar", out / f"{name}.parquet"
