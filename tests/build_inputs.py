@@ -98,3 +98,66 @@ def make_coco(root: Path) -> tuple[Path, Path]:
     ann = root / "instances.json"
     ann.write_text(json.dumps(subset))
     return images, ann
+
+
+def jpeg_bytes(long_side: int = 48, name: str = "astronaut") -> bytes:
+    buf = io.BytesIO()
+    photo(name, long_side).convert("RGB").save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def lying_jpeg(width: int, height: int) -> bytes:
+    """A real small JPEG whose SOF header claims ``width`` x ``height`` (the data is far too short for that)."""
+    data = bytearray(jpeg_bytes(64))
+    for marker in (b"\xff\xc0", b"\xff\xc2"):
+        at = data.find(marker)
+        if at >= 0:
+            data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+            return bytes(data)
+    raise AssertionError("no SOF marker")
+
+
+def corrupt_blp() -> bytes:
+    """A BLP1 header with an unknown compression: Pillow's plugin raises its own error (not OSError)."""
+    return b"BLP1" + b"\x05\0\0\0" + b"\0" * 4 + struct.pack("<II", 64, 64) + b"\0" * 200
+
+
+def hostile_coco(root: Path) -> tuple[Path, Path, dict[int, dict]]:
+    """A COCO source whose annotations hold every unusable kind next to good ones.
+
+    Returns (image folder, instances.json, expectations by image id: ``status``, ``reason``, ``note`` fragments).
+    """
+    images = root / "images"
+    images.mkdir(parents=True)
+    good = photo("chelsea", 64).convert("RGB")
+    w, h = good.size
+    box = [[4, 4, 30, 4, 30, 30, 4, 30]]
+    anns, imgs, expect = [], [], {}
+    bad = {
+        "no segmentation": {"bbox": [1, 1, 10, 10]},
+        "two points": {"segmentation": [[1, 1, 5, 5]]},
+        "empty polygons": {"segmentation": []},
+        "nan": {"segmentation": [[1, 1, float("nan"), 5, 9, 1]]},
+        "huge": {"segmentation": [[1, 1, 1e8, 5, 9, 1]]},
+        "rle size": {"segmentation": {"size": [h + 1, w], "counts": [(h + 1) * w]}},
+        "rle counts": {"segmentation": {"size": [h, w], "counts": "0d"}},
+        "category": {"segmentation": box, "category_id": "cat"},
+    }
+    for n, (what, fields) in enumerate(bad.items(), start=1):
+        name = f"img{n}.jpg"
+        good.save(images / name, quality=90)
+        imgs.append({"id": n, "file_name": name, "width": w, "height": h})
+        anns.append({"id": 100 + n, "image_id": n, "category_id": 1, "segmentation": box, "iscrowd": 0})
+        anns.append({"id": 200 + n, "image_id": n, "category_id": 1, "iscrowd": 0, **fields})
+        if "segmentation" not in fields:
+            anns[-1].pop("segmentation", None)
+        expect[n] = {"status": "ok", "note": f"annotation {200 + n}:", "what": what}
+    # every annotation of image 20 is unusable: with --segments gt it fails, with fh it is ok with a note
+    good.save(images / "only_bad.jpg", quality=90)
+    imgs.append({"id": 20, "file_name": "only_bad.jpg", "width": w, "height": h})
+    anns.append({"id": 300, "image_id": 20, "category_id": 1, "bbox": [0, 0, 5, 5], "iscrowd": 0})
+    expect[20] = {"status": "ok", "note": "annotation 300:", "what": "detection only"}
+    data = {"images": imgs, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}
+    ann = root / "instances.json"
+    ann.write_text(json.dumps(data, allow_nan=True))
+    return images, ann, expect
