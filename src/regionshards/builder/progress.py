@@ -41,10 +41,9 @@ class Progress:
             self.stream.flush()
 
     def note(self, text: str) -> None:
-        """A line of its own (e.g. why a shard is recomputed), above the progress line."""
-        if self.enabled:
-            self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
-            self.stream.flush()
+        """A line of its own (e.g. why a shard is recomputed), above the progress line; shown even without it."""
+        self.stream.write(("\r\033[K" if self.tty and self.enabled else "") + text + "\n")
+        self.stream.flush()
 
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.start, 1e-9)

@@ -106,6 +106,15 @@ def _clear_output(out: Path, prefix: str) -> None:
             entry.unlink()
 
 
+def _remove_unplanned(out: Path, prefix: str, planned: int) -> None:
+    """Delete shards past the end of the plan (inputs vanished since an earlier run, so fewer shards)."""
+    pattern = re.compile(re.escape(prefix) + r"-(\d{6})\.(tar|parquet)")
+    for entry in out.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and int(match.group(1)) >= planned:
+            entry.unlink()
+
+
 def ensure_shard(index: int, refs: tuple, config: Mapping[str, Any], out_dir: str, digest: str) -> ShardResult:
     """The Ray task: reuse shard ``index`` if it checks out against its inputs and config, else compute it."""
     from ..shards import shard_name
@@ -150,6 +159,7 @@ def run_build(
         atomic_write_bytes(out / BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
         shards = plan_shards(order_refs(listing.refs, config["order"]), config["shard_size"], config["prefix"])
         results, wall, cpus = _run_tasks(shards, config, out, digest, address, num_cpus, progress, stream)
+        _remove_unplanned(out, config["prefix"], len(shards))
         write_manifest(out, config, [results[s.index].info for s in shards])
         summary = summarise(len(listing.refs), shards, results, wall, cpus)
         atomic_write_bytes(out / SUMMARY, (json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n").encode())
