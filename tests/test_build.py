@@ -167,3 +167,22 @@ def test_a_different_config_is_refused_naming_the_keys(tmp_path: Path, ray_local
         run_build(listing, tmp_path / "out", other, progress=False)
     summary = run_build(listing, tmp_path / "out", other, progress=False, overwrite=True)
     assert summary.shards_reused == 0 and verify(tmp_path / "out").ok
+
+
+def test_proposals_command_computes_what_the_build_stores(tmp_path: Path) -> None:
+    src = make_imagenet(tmp_path / "src")
+    image = src / "object" / "coins_0.jpg"
+    listing = list_source(src)
+    config = make_config(**FAST, shard_size=100, layout=listing.layout, classes=listing.classes)
+    (tmp_path / "out").mkdir()
+    process_shard(0, listing.refs, config, str(tmp_path / "out"))
+    stored = next(s["json"] for s in open_dataset([str(tmp_path / "out" / "shard-000000.tar")])
+                  if s["json"]["source"]["path"] == "object/coins_0.jpg")
+    lines = tmp_path / "p.jsonl"
+    result = CliRunner().invoke(main, ["proposals", str(image), "--out", str(lines), *FAST_ARGS,
+                                       "--filter", "ratio3size0308"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(lines.read_text())
+    assert shown["segments"]["areas"] == stored["segments"]["areas"]
+    assert shown["proposals"]["boxes"] == stored["proposals"]["boxes"]
+    assert shown["filters"]["ratio3size0308"]["keep"] == stored["proposals"]["filters"]["ratio3size0308"]["keep"]

@@ -27,6 +27,7 @@ def make_config(
     fh_scale: float = 1000,
     fh_sigma: float = 0.8,
     fh_min_size: int = 1000,
+    fh_backend: str = "exact",
     proposals: str = "soco",
     ss_scale: float = 300,
     ss_sigma: float = 0.9,
@@ -44,6 +45,8 @@ def make_config(
     """The build config; defaults are the papers' (DetCon FH on the original image, SoCo selective search)."""
     if segments not in SEGMENT_METHODS:
         raise ValueError(f"--segments must be one of {SEGMENT_METHODS}, got {segments!r}")
+    if fh_backend not in ("exact", "skimage", "opencv"):
+        raise ValueError(f"--fh-backend must be exact, skimage or opencv, got {fh_backend!r}")
     if proposals not in PROPOSAL_METHODS:
         raise ValueError(f"--proposals must be one of {PROPOSAL_METHODS}, got {proposals!r}")
     unknown = [f for f in filters if f not in NAMED_FILTERS]
@@ -67,7 +70,7 @@ def make_config(
         raise ValueError("--segments gt needs a COCO source (--annotations instances_*.json)")
     seg: dict[str, Any] = {"method": segments, "params": {}}
     if segments == "fh":
-        seg["params"] = {"scale": fh_scale, "sigma": fh_sigma, "min_size": fh_min_size, "backend": "exact"}
+        seg["params"] = {"scale": fh_scale, "sigma": fh_sigma, "min_size": fh_min_size, "backend": fh_backend}
     elif segments == "gt":
         seg["params"] = {"include_crowd": False}
     prop: dict[str, Any] = {"method": "none" if proposals == "none" else "selective_search", "params": {}}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..images import DEFAULT_MAX_PIXELS
+from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..proposals import NAMED_FILTERS
-from ..report.preview import ProposalConfig, Summary, preview
+from ..report.preview import Summary, preview
 from .options import method_options
 
 
@@ -25,34 +25,53 @@ from .options import method_options
 @click.option("--filter", "filters", multiple=True, default=("ratio3size0308",), show_default=True,
               type=click.Choice(sorted(NAMED_FILTERS)), help="SoCo filter(s) to report; repeatable.")
 @click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True)
+@click.option("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, show_default=True)
 def proposals_command(paths, out, annotations, segments, fh_backend, fh_scale, fh_sigma, fh_min_size,
-                      proposals_variant, ss_scale, ss_sigma, ss_min_size, filters, max_pixels) -> None:
+                      proposals_variant, ss_scale, ss_sigma, ss_min_size, filters, max_pixels, max_bytes) -> None:
     """Segments and proposals of image files or folders, with a readable summary.
 
-    Failed inputs are reported with their reason, and the exit status is 1 when any input failed.
+    Each image is computed by the build's own per-image function with the build's config for the same options,
+    so what you see here is what ``regionshards build`` stores. Failed inputs are reported with their reason,
+    and the exit status is 1 when any input failed.
     """
-    config = ProposalConfig(
-        segments=segments, fh_scale=fh_scale, fh_sigma=fh_sigma, fh_min_size=fh_min_size, fh_backend=fh_backend,
-        proposals=proposals_variant, ss_scale=ss_scale, ss_sigma=ss_sigma, ss_min_size=ss_min_size,
-        filters=tuple(filters), max_pixels=max_pixels,
-    )
+    from ..builder import make_config
+    from ..builder.sources import ImageRef
+    from ..builder.worker import STAGES, compute_input
+    from ..shards.records import Source
+
     if segments == "gt" and annotations is None:
         raise click.UsageError("--segments gt needs --annotations (a COCO instances JSON)")
+    try:
+        config = make_config(
+            segments=segments, fh_scale=fh_scale, fh_sigma=fh_sigma, fh_min_size=fh_min_size, fh_backend=fh_backend,
+            proposals=proposals_variant, ss_scale=ss_scale, ss_sigma=ss_sigma, ss_min_size=ss_min_size,
+            filters=tuple(filters), max_pixels=max_pixels, max_bytes=max_bytes,
+            layout="coco" if annotations else "folder",
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    def compute(path: Path, anns: list | None):
+        seconds = dict.fromkeys(STAGES, 0.0)
+        ref = ImageRef("preview", str(path), Source(path=path.name), None if anns is None else tuple(anns))
+        outcome = compute_input(ref, config, seconds)
+        return outcome.record, outcome.note, {k: v for k, v in seconds.items() if k != "write"}
+
     summary = Summary()
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
     sink = out.open("w", encoding="utf-8") if out else None
     try:
         click.echo(f"{'image':<40} {'size':>9} {'segs':>5} {'props':>6} {'kept':>5}  note")
-        for record, running in preview(paths, config, annotations):
+        for record, running in preview(paths, compute, annotations):
             summary = running
-            click.echo(_row(record, config))
+            click.echo(_row(record, filters))
             if sink:
                 sink.write(json.dumps(record, separators=(",", ":")) + "\n")
     finally:
         if sink:
             sink.close()
-    click.echo(format_summary(summary, config))
+    click.echo(format_summary(summary, segments, proposals_variant))
     if out:
         click.echo(f"wrote {summary.inputs} records to {out}")
     if summary.inputs != summary.ok + sum(summary.failed.values()):
@@ -60,7 +79,7 @@ def proposals_command(paths, out, annotations, segments, fh_backend, fh_scale, f
     sys.exit(1 if summary.failed else 0)
 
 
-def _row(record: dict, config: ProposalConfig) -> str:
+def _row(record: dict, filters: tuple[str, ...]) -> str:
     name = Path(record["path"]).name[-40:]
     if record["status"] != "ok":
         return f"{name:<40} {'-':>9} {'-':>5} {'-':>6} {'-':>5}  FAILED {record['reason']}: {record['detail'][:60]}"
@@ -68,16 +87,16 @@ def _row(record: dict, config: ProposalConfig) -> str:
     segs = len(record["segments"]["rles"]) if "segments" in record else "-"
     props = len(record["proposals"]["boxes"]) if "proposals" in record else "-"
     kept, note = "-", ""
-    if config.filters and "filters" in record:
-        f = record["filters"][config.filters[0]]
+    if filters and "filters" in record:
+        f = record["filters"][filters[0]]
         kept = len(f["keep"])
-        note = "" if f["used"] == config.filters[0] else f"fallback {f['used']}"
+        note = "" if f["used"] == filters[0] else f"fallback {f['used']}"
     if "eval" in record and "recall_05" in record["eval"]:
         note += f" recall@0.5 {record['eval']['recall_05']:.2f}"
     return f"{name:<40} {size:>9} {segs:>5} {props:>6} {kept:>5}  {note.strip()}"
 
 
-def format_summary(s: Summary, config: ProposalConfig) -> str:
+def format_summary(s: Summary, segments: str, proposals: str) -> str:
     """A few lines a person reads at the end of a run."""
 
     def med(values: list) -> str:
@@ -90,10 +109,10 @@ def format_summary(s: Summary, config: ProposalConfig) -> str:
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(s.failed.items()))})" if failed else ""),
     ]
     if s.segments_per_image:
-        lines.append(f"segments per image ({config.segments}): median {med(s.segments_per_image)}, "
+        lines.append(f"segments per image ({segments}): median {med(s.segments_per_image)}, "
                      f"min {min(s.segments_per_image)}, max {max(s.segments_per_image)}")
     if s.proposals_per_image:
-        lines.append(f"proposals per image ({config.proposals}): median {med(s.proposals_per_image)}")
+        lines.append(f"proposals per image ({proposals}): median {med(s.proposals_per_image)}")
         for name, kept in s.kept_per_image.items():
             lines.append(f"  kept by {name} (with fallbacks): median {med(kept)}")
     if s.recall_05:

@@ -1,64 +1,25 @@
 """Segments and proposals for a handful of image files, with quality against COCO annotations when given.
 
-This is the quick look a person takes before a build: the same computation a shard build does per image,
-on files named directly, written as JSON Lines and summarised in a readable table.
+This is the quick look a person takes before a build: each image is computed by the build's own per-image
+function with the build's own config (handed in by the command, since report/ does not import builder/), on files
+named directly, written as JSON Lines and summarised in a readable table.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..images import DEFAULT_MAX_PIXELS, ImageError, decode_image
-from ..proposals import (
-    NAMED_FILTERS,
-    annotations_to_labels,
-    apply_filter,
-    average_best_overlap,
-    box_recall,
-    decode_segments,
-    encode_segments,
-    felzenszwalb,
-    mask_best_iou,
-    segment_areas,
-    segment_bboxes,
-    selective_search,
-)
-from ..proposals.groundtruth import annotation_to_mask
+from ..proposals import average_best_overlap, box_recall, decode_segments, mask_best_iou
+from ..proposals.groundtruth import annotation_to_mask, usable_annotations
+from ..shards.records import InputRecord
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class ProposalConfig:
-    """What to compute per image; defaults are the papers' (DetCon FH, SoCo selective search)."""
-
-    segments: str = "fh"  # fh | gt | none
-    fh_scale: float = 1000
-    fh_sigma: float = 0.8
-    fh_min_size: int = 1000
-    fh_backend: str = "exact"
-    proposals: str = "soco"  # soco | alpacadb | opencv-fast | opencv-quality | none
-    ss_scale: float = 300
-    ss_sigma: float = 0.9
-    ss_min_size: int = 100
-    filters: tuple[str, ...] = ("ratio3size0308",)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def validate(self) -> None:
-        if self.segments not in ("fh", "gt", "none"):
-            raise ValueError(f"segments must be fh, gt or none; got {self.segments!r}")
-        if self.proposals not in ("soco", "alpacadb", "opencv-fast", "opencv-quality", "none"):
-            raise ValueError(f"unknown proposals {self.proposals!r}")
-        for name in self.filters:
-            if name not in NAMED_FILTERS:
-                raise ValueError(f"unknown filter {name!r}; choose from {sorted(NAMED_FILTERS)}")
 
 
 @dataclass
@@ -101,102 +62,84 @@ def load_annotations(path: Path) -> dict[str, tuple[dict, list[dict]]]:
     return {img["file_name"]: (img, anns) for img, anns in by_id.values()}
 
 
-def process_image(
-    rgb: np.ndarray, config: ProposalConfig, annotations: list[dict] | None = None
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Segments, proposals and filter selections of one (H, W, 3) uint8 image, as a JSON-ready dict."""
-    h, w = rgb.shape[:2]
-    out: dict[str, Any] = {"width": w, "height": h}
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    labels = None
-    if config.segments == "fh":
-        labels = felzenszwalb(rgb, config.fh_scale, config.fh_sigma, config.fh_min_size, backend=config.fh_backend)
-    elif config.segments == "gt":
-        if annotations is None:
-            raise ValueError("segments 'gt' needs COCO annotations for the image")
-        labels, _ = annotations_to_labels(annotations, h, w)
-    if labels is not None:
-        rles = encode_segments(labels)
-        out["segments"] = {
-            "method": config.segments,
-            "rles": rles,
-            "areas": segment_areas(rles).tolist(),
-            "bboxes": segment_bboxes(rles).tolist(),
-        }
-    seconds["segments"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if config.proposals != "none":
-        params = {} if config.proposals.startswith("opencv") else {
-            "scale": config.ss_scale, "sigma": config.ss_sigma, "min_size": config.ss_min_size}
-        props = selective_search(rgb, variant=config.proposals, **params)  # type: ignore[arg-type]
-        out["proposals"] = {
-            "variant": config.proposals,
-            "boxes": props.boxes.tolist(),
-            "sizes": props.sizes.tolist(),
-            "levels": props.levels.tolist(),
-        }
-        out["filters"] = {}
-        for name in config.filters:
-            keep, used = apply_filter(props.boxes, (h, w), name)
-            out["filters"][name] = {"used": used, "keep": np.flatnonzero(keep).tolist()}
-    seconds["proposals"] = time.perf_counter() - t
-    return out, seconds
+def record_json(record: InputRecord) -> dict[str, Any]:
+    """An ok ``InputRecord`` (what the build stores) as the JSON-ready dict of one preview line."""
+    out: dict[str, Any] = {"width": record.width, "height": record.height}
+    if record.segments is not None:
+        seg = record.segments
+        out["segments"] = {"method": seg.method, "rles": [dict(r) for r in seg.rles], "areas": seg.areas.tolist(),
+                           "bboxes": seg.bboxes.tolist()}
+    if record.proposals is not None:
+        props = record.proposals
+        out["proposals"] = {"variant": props.params.get("variant"), "boxes": props.boxes.tolist(),
+                            "sizes": props.sizes.tolist(), "levels": props.levels.tolist()}
+        out["filters"] = {name: {"used": f.used, "keep": f.keep.tolist()} for name, f in props.filters.items()}
+    return out
+
+
+def _valid_box(box: Any) -> bool:
+    if not isinstance(box, list | tuple) or len(box) != 4:
+        return False
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
+        return False
+    return bool(np.all(np.isfinite(box))) and box[2] >= 0 and box[3] >= 0
 
 
 def evaluate(record: dict[str, Any], annotations: list[dict]) -> dict[str, Any]:
     """Box recall at IoU 0.5/0.7 and ABO of the proposals, and best IoU per ground-truth mask of the segments."""
-    gt = [a for a in annotations if not a.get("iscrowd", 0)]
-    result: dict[str, Any] = {"gt_boxes": len(gt)}
-    if "proposals" in record and gt:
+    gt = [a for a in annotations if isinstance(a, dict) and not a.get("iscrowd", 0)]
+    boxed = [a["bbox"] for a in gt if _valid_box(a.get("bbox"))]
+    result: dict[str, Any] = {"gt_boxes": len(boxed)}
+    if "proposals" in record and boxed:
         boxes = np.asarray(record["proposals"]["boxes"], dtype=np.float64).reshape(-1, 4)
-        gt_boxes = np.asarray([a["bbox"] for a in gt], dtype=np.float64)
+        gt_boxes = np.asarray(boxed, dtype=np.float64)
         recall = box_recall(boxes, gt_boxes, (0.5, 0.7))
         result.update(recall_05=recall[0.5], recall_07=recall[0.7], abo=average_best_overlap(boxes, gt_boxes))
-    masked = [a for a in gt if a.get("segmentation")]
-    if "segments" in record and record["segments"]["method"] == "fh" and masked:
+    if "segments" in record and record["segments"]["method"] == "fh":
         labels = decode_segments(record["segments"]["rles"])
         h, w = labels.shape
+        masked, _ = usable_annotations(gt, h, w)  # validated before pycocotools sees them
+    else:
+        masked = []
+    if masked:
         gt_masks = np.stack([annotation_to_mask(a, h, w) for a in masked])
         result["mask_best_iou"] = mask_best_iou(labels, gt_masks).tolist()
     return result
 
 
+# The build's own per-image function, handed in by the caller (report/ never imports builder/): path and that
+# image's annotations (None when not annotated) → (ok or failed InputRecord, a note, seconds per stage).
+Compute = Callable[[Path, "list[dict] | None"], "tuple[InputRecord, str | None, dict[str, float]]"]
+
+
 def preview(
-    paths: Iterable[Path], config: ProposalConfig, annotations: Path | None = None
+    paths: Iterable[Path], compute: Compute, annotations: Path | None = None
 ) -> Iterator[tuple[dict[str, Any], Summary]]:
-    """Yield ``(record, running summary)`` per image file; failures are records with a reason, never dropped."""
-    config.validate()
-    if config.segments == "gt" and annotations is None:
-        raise ValueError("segments 'gt' needs --annotations (a COCO instances JSON)")
+    """Yield ``(record, running summary)`` per image file, each computed by ``compute`` exactly as a build
+    computes it; failures are records with a reason, never dropped."""
     anns = load_annotations(annotations) if annotations else {}
     summary = Summary()
     for path in find_images(paths):
         summary.inputs += 1
         record: dict[str, Any] = {"path": str(path)}
         image_anns = anns[path.name][1] if path.name in anns else None
-        try:
-            if config.segments == "gt" and image_anns is None:
-                raise ImageError("not-annotated", f"{path.name} is not an image of {annotations}")
-            t = time.perf_counter()
-            decoded = decode_image(path.read_bytes(), config.max_pixels)
-            decode_s = time.perf_counter() - t
-            result, seconds = process_image(decoded.rgb, config, image_anns)
-            seconds["decode"] = decode_s
-        except ImageError as exc:
-            summary.failed[exc.reason] = summary.failed.get(exc.reason, 0) + 1
-            record.update(status="failed", reason=exc.reason, detail=exc.detail)
+        result, note, seconds = compute(path, image_anns)
+        if not result.ok:
+            summary.failed[result.reason] = summary.failed.get(result.reason, 0) + 1
+            record.update(status="failed", reason=result.reason, detail=result.detail)
             yield record, summary
             continue
-        record.update(status="ok", format=decoded.format, mode=decoded.mode, **result)
+        record.update(status="ok", format=result.image_format, mode=result.image_mode, **record_json(result))
+        if note:
+            record["note"] = note
         summary.ok += 1
         for stage, s in seconds.items():
             summary.seconds[stage] = summary.seconds.get(stage, 0.0) + s
-        if "segments" in result:
-            summary.segments_per_image.append(len(result["segments"]["rles"]))
-        if "proposals" in result:
-            summary.proposals_per_image.append(len(result["proposals"]["boxes"]))
-            for name, f in result["filters"].items():
+        if "segments" in record:
+            summary.segments_per_image.append(len(record["segments"]["rles"]))
+        if "proposals" in record:
+            summary.proposals_per_image.append(len(record["proposals"]["boxes"]))
+            for name, f in record["filters"].items():
                 summary.kept_per_image.setdefault(name, []).append(len(f["keep"]))
         if image_anns is not None:
             ev = evaluate(record, image_anns)
