@@ -186,3 +186,25 @@ def test_proposals_command_computes_what_the_build_stores(tmp_path: Path) -> Non
     assert shown["segments"]["areas"] == stored["segments"]["areas"]
     assert shown["proposals"]["boxes"] == stored["proposals"]["boxes"]
     assert shown["filters"]["ratio3size0308"]["keep"] == stored["proposals"]["filters"]["ratio3size0308"]["keep"]
+
+
+def test_first_build_says_it_compiles_the_kernels(tmp_path: Path, monkeypatch) -> None:
+    import io
+
+    import regionshards.proposals as proposals
+    from regionshards.builder import runner
+
+    assert not runner._kernels_cached(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "_fh_kernels.felzenszwalb-12.py311.nbi").write_bytes(b"")
+    assert runner._kernels_cached(tmp_path)
+    calls = []
+    monkeypatch.setattr(proposals, "warm_up", lambda: calls.append("warm"))
+    monkeypatch.setattr(runner, "_kernels_cached", lambda package: False)
+    stream = io.StringIO()
+    runner._warm_kernels(make_config(layout="folder"), stream)
+    assert stream.getvalue().startswith("compiling kernels (first run only, ≈ ") and calls == ["warm"]
+    monkeypatch.setattr(runner, "_kernels_cached", lambda package: True)
+    stream = io.StringIO()
+    runner._warm_kernels(make_config(layout="folder"), stream)
+    assert stream.getvalue() == "" and calls == ["warm", "warm"]

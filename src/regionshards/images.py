@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 # Memory model (docs/cluster.md): a build worker's peak memory grows by ≈ BYTES_PER_PIXEL per pixel of the image
 # it works on (decoded RGB, FH graph and label maps, selective-search regions and encodings, measured with
-# benchmarks/build.py --memory), on top of ≈ 0.3 GiB for the process itself. The default pixel limit keeps one
+# benchmarks/build_scale.py memory), on top of ≈ 0.3 GiB for the process itself. The default pixel limit keeps one
 # worker under WORKER_MEMORY_BOUND + 0.3 GiB for any input: 6 GiB / 200 B = 32 Mpx (a 6.5k x 4.9k photo).
 BYTES_PER_PIXEL = 200  # measured: 200 B/px at 1 Mpx and at 4 Mpx (defaults: FH + SoCo selective search)
 WORKER_MEMORY_BOUND = 6 * 2**30

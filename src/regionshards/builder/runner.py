@@ -188,6 +188,9 @@ def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Path,
             shard = pending.pop(ready[0])
             try:
                 result: ShardResult = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # our code raised outside the per-input guard: a bug
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                raise RuntimeError(f"shard {shard.name}: {type(cause).__name__}: {cause}"[:800]) from exc
             except Exception as exc:  # noqa: BLE001 - a task that died on every retry ends the build, named
                 raise ShardFailedError(f"shard {shard.name} ({len(shard.refs)} inputs) failed on every retry: "
                                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
