@@ -269,3 +269,33 @@ def test_two_builds_of_a_source_with_failures_are_byte_identical(tmp_path_factor
         process_shard(0, listing.refs, CONFIG, str(out))
         outs.append({p.name: p.read_bytes() for p in out.iterdir()})
     assert outs[0] == outs[1]
+
+
+def test_resume_check_keeps_permanent_failures_and_retries_transient_ones(tmp_path: Path) -> None:
+    from regionshards.builder.plan import existing_shard
+    from regionshards.shards import config_hash
+
+    (tmp_path / "ok.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "notes.jpg").write_bytes(b"notes")
+    with open(tmp_path / "huge.jpg", "wb") as f:
+        f.truncate(2**30)
+    os.mkfifo(tmp_path / "pipe.jpg")
+    names = ["ok.jpg", "notes.jpg", "huge.jpg", "pipe.jpg"]
+    refs = tuple(ref(tmp_path / n, n) for n in names)
+    out = tmp_path / "out"
+    build_one(refs, CONFIG, out)
+    shard = plan_shards(refs, 100, "shard")[0]
+    digest = config_hash(CONFIG)
+    assert existing_shard(out, shard, digest).why == "verified"  # permanent failures are not retried
+    os.utime(tmp_path / "ok.jpg", ns=(5, 5))
+    assert existing_shard(out, shard, digest).why == "verified"  # same content
+    (tmp_path / "notes.jpg").write_bytes(jpeg_bytes())
+    assert existing_shard(out, shard, digest).why == f"notes.jpg changed size (5 -> {len(jpeg_bytes())} bytes)"
+    build_one(refs, CONFIG, out)
+    os.utime(tmp_path / "huge.jpg", ns=(5, 5))
+    assert existing_shard(out, shard, digest).why == "huge.jpg was modified"
+    build_one(refs, CONFIG, out)
+    with_missing = (*refs, ref(tmp_path / "gone.jpg", "gone.jpg"))
+    build_one(with_missing, CONFIG, out)
+    assert existing_shard(out, plan_shards(with_missing, 100, "shard")[0], digest).why == (
+        "gone.jpg failed for a transient reason (missing)")

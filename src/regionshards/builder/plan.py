@@ -81,6 +81,8 @@ def input_changed(row: Mapping[str, Any], ref: ImageRef, max_bytes: int) -> str 
         return f"{name} changed size ({row['input_bytes']} -> {now.size} bytes)"
     if now.mtime_ns == row["input_mtime_ns"]:
         return None
+    if row["input_sha256"] is None:
+        return f"{name} was modified"
     try:  # touched or copied: the content decides
         _, fingerprint = read_input(ref.uri, max_bytes)
     except InputFailure as exc:

@@ -36,10 +36,11 @@ TRANSIENT_REASONS = frozenset({"missing", "unreadable", "out-of-memory", "error"
 class InputFailure(Exception):
     """One input failed: ``reason`` is a code from ``REASONS``, ``detail`` deterministic text."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, fingerprint: Fingerprint | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.fingerprint = fingerprint  # known when the input was found but refused (too many bytes)
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,11 @@ def read_input(uri: str, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, Fin
         if not stat.S_ISREG(st.st_mode):
             raise InputFailure("not-a-regular-file", _file_kind(st.st_mode))
         if st.st_size > max_bytes:
-            raise InputFailure("too-many-bytes", f"{st.st_size} bytes > limit {max_bytes}")
+            raise InputFailure("too-many-bytes", f"{st.st_size} bytes > limit {max_bytes}",
+                               Fingerprint(st.st_size, st.st_mtime_ns))
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(max_bytes + 1)
+            data = _read_at_most(f, st.st_size, max_bytes)
     except OSError as exc:
         raise InputFailure("unreadable", describe_exception(_strip_filename(exc))) from None
     finally:
@@ -139,13 +141,22 @@ def _read_remote(uri: str, max_bytes: int) -> tuple[bytes, Fingerprint]:
         if info.size is not None and info.size > max_bytes:
             raise InputFailure("too-many-bytes", f"{info.size} bytes > limit {max_bytes}")
         with filesystem.open_input_stream(inner) as f:
-            data = f.read(max_bytes + 1)
+            data = _read_at_most(f, info.size if info.size is not None else max_bytes, max_bytes)
     except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses and ArrowInvalid (a ValueError)
         raise InputFailure("unreadable", describe_exception(exc)) from None
     if len(data) > max_bytes:
         raise InputFailure("too-many-bytes", f"more than {max_bytes} bytes")
     mtime = info.mtime_ns if info.mtime_ns is not None else 0
     return data, Fingerprint(len(data), int(mtime), hashlib.sha256(data).hexdigest())
+
+
+def _read_at_most(f: Any, expected: int, max_bytes: int) -> bytes:
+    """Read a file whose size is ``expected``, up to ``max_bytes + 1`` bytes if it grew meanwhile (buffers are
+    sized by what is there, not by the limit: ``read(n)`` allocates n bytes up front)."""
+    data = f.read(min(expected, max_bytes) + 1)
+    if len(data) > expected and len(data) <= max_bytes:
+        data += f.read(max_bytes + 1 - len(data))
+    return data
 
 
 def _strip_filename(exc: OSError) -> OSError:
@@ -189,6 +200,8 @@ def compute_input(ref: ImageRef, config: Mapping[str, Any], seconds: dict[str, f
             sample_to_members(record_sample(outcome.record, config_hash(config)))
         return outcome
     except InputFailure as exc:
+        if exc.fingerprint is not None:
+            state["fingerprint"] = exc.fingerprint
         return _failed(ref, exc.reason, exc.detail, state)
     except ImageError as exc:
         return _failed(ref, exc.reason, exc.detail, state)
