@@ -65,6 +65,7 @@ def test_hostile_list_builds_with_every_input_accounted(tmp_path: Path) -> None:
     assert not any(str(tmp_path) in (r["detail"] or "") or " at 0x" in (r["detail"] or "") for r in rows.values())
     assert verify(out).ok
     assert "Traceback" not in done.stderr and "Started a local Ray" not in done.stderr
+    assert "Token authentication" not in done.stderr
 
 
 @pytest.mark.slow

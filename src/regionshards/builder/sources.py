@@ -174,10 +174,11 @@ def _ref(entry: Entry, source: Source) -> ImageRef:
 
 def _imagenet(root: Path) -> SourceListing:
     visible = sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
-    classes = [display_path(p.name) for p in visible if p.is_dir()]
+    folders = [p for p in visible if p.is_dir()]
+    classes = [display_path(p.name) for p in folders]
     refs = []
-    for index, name in enumerate(classes):
-        for entry in walk(next(p for p in visible if display_path(p.name) == name), root):
+    for index, (folder, name) in enumerate(zip(folders, classes, strict=True)):
+        for entry in walk(folder, root):
             refs.append(_ref(entry, Source(path=entry.rel, class_index=index, class_name=name)))
     for p in visible:
         if not p.is_dir():
