@@ -299,3 +299,12 @@ def test_resume_check_keeps_permanent_failures_and_retries_transient_ones(tmp_pa
     build_one(with_missing, CONFIG, out)
     assert existing_shard(out, plan_shards(with_missing, 100, "shard")[0], digest).why == (
         "gone.jpg failed for a transient reason (missing)")
+
+
+def test_list_and_annotation_files_must_be_regular(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "list.txt")
+    with pytest.raises(SourceError, match="not a regular file"):
+        list_source(tmp_path / "list.txt")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(SourceError, match="annotations /dev/zero is not a regular file"):
+        list_source(tmp_path / "images", Path("/dev/zero"))

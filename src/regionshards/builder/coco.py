@@ -15,7 +15,7 @@ from typing import Any
 
 from ..shards.keys import key_from_image_id
 from ..shards.records import Source
-from .sources import ImageRef, SourceError, SourceListing
+from .sources import ImageRef, SourceError, SourceListing, regular_file
 
 
 def _is_int(value: Any) -> bool:
@@ -23,6 +23,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _load(annotations: Path) -> dict[str, Any]:
+    regular_file(annotations, "annotations")
     try:
         data = json.loads(Path(annotations).read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

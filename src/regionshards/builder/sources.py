@@ -10,6 +10,7 @@ Paths are stored relative to the source root; a name that is not UTF-8 is stored
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,18 @@ class SourceListing:
         problems = sum(r.listing_error is not None for r in self.refs)
         noted = f", {problems} recorded as failed while listing" if problems else ""
         return f"{self.layout} layout at {self.root}: {len(self.refs)} inputs{extra}{noted}"
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (a list or an annotations file is read whole: a FIFO would hang the
+    driver and ``/dev/zero`` exhaust its memory); else a SourceError."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SourceError(f"{what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"{what} {path} is not a regular file")
+    return path
 
 
 def display_path(rel: str) -> str:
@@ -123,7 +136,7 @@ def detect_layout(source: Path, annotations: Path | None) -> str:
     recorded as failed inputs, not a reason to lose every label); ``folder`` otherwise."""
     if annotations is not None:
         return "coco"
-    if source.is_file():
+    if source.exists() and not source.is_dir():
         if source.suffix.lower() in (".txt", ".parquet"):
             return "list"
         raise SourceError(f"{source}: a source file must be a .txt or .parquet file list")
@@ -197,7 +210,7 @@ def _folder(root: Path) -> SourceListing:
 def _file_list(path: Path) -> SourceListing:
     """A .txt (one path per line; ``#`` comments and blank lines ignored) or a .parquet with a ``path`` column
     (and optional ``class_name``). Relative paths are relative to the list's folder."""
-    base = path.parent
+    base = regular_file(path, "file list").parent
     if path.suffix.lower() == ".txt":
         try:
             text = path.read_text(encoding="utf-8")
