@@ -156,3 +156,24 @@ def test_a_shard_that_dies_on_every_retry_ends_the_build_naming_it(tmp_path: Pat
         os.environ.pop("REGIONSHARDS_TEST_KILL_WORKER_ALWAYS")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "shard-000000" in done.stderr and "failed on every retry" in done.stderr
+
+
+@pytest.mark.slow
+def test_hostile_folder_builds_with_every_entry_accounted(tmp_path: Path) -> None:
+    src = make_imagenet(tmp_path / "src")
+    os.mkfifo(src / "object" / "pipe.jpg")
+    (src / "object" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (src / "animal" / "loop").symlink_to(src / "animal", target_is_directory=True)
+    (src / os.fsdecode(b"object/caf\xe9.jpg")).write_bytes(jpeg_bytes(40))
+    (src / "README.txt").write_text("a stray top-level file")
+    out = tmp_path / "out"
+    done = run_cli(str(src), str(out), "--no-progress", "--num-cpus", "2", "--shard-size", "3",
+                   "--proposals", "none", *FAST_ARGS)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "imagenet layout" in done.stdout and "inputs 10 = ok 6 + failed 4" in done.stdout
+    rows = index_rows(out)
+    assert {k: r["reason"] for k, r in rows.items() if r["reason"]} == {
+        "object/pipe.jpg": "not-a-regular-file", "object/dangling.jpg": "missing", "animal/loop": "symlink-loop",
+        "README.txt": "stray-file"}
+    assert rows["object/caf\\xe9.jpg"]["status"] == "ok"
+    assert sum(1 for r in rows.values() if r["class_name"] == "animal" and r["status"] == "ok") == 2
