@@ -145,4 +145,5 @@ def existing_shard(out_dir: Path, shard: PlannedShard, config_hash: str, max_byt
         failures=sum(failures.values()), failure_reasons=dict(sorted(failures.items())),
     )
     ok = [r for r in rows if r["status"] == "ok"]
-    return ShardCheck(info, "verified", [r["n_segments"] or 0 for r in ok], [r["n_proposals"] or 0 for r in ok])
+    return ShardCheck(info, "verified", [r["n_segments"] for r in ok if r["n_segments"] is not None],
+                      [r["n_proposals"] for r in ok if r["n_proposals"] is not None])

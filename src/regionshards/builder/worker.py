@@ -318,8 +318,8 @@ def process_shard(
     return ShardResult(
         info,
         seconds,
-        [len(r.segments.rles) if r.segments else 0 for r in ok],
-        [len(r.proposals.boxes) if r.proposals else 0 for r in ok],
+        [len(r.segments.rles) for r in ok if r.segments is not None],  # nothing when not computed
+        [len(r.proposals.boxes) for r in ok if r.proposals is not None],
         why=why,
     )
 
