@@ -21,11 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._fs import join_url, local_path, open_input, parent_url
+from ._fs import NotARegularFile, join_url, local_path, open_input, parent_url
 from .index import read_index
 from .manifest import MANIFEST_NAME, read_manifest
-from .sample import members_to_sample
+from .sample import JSON_FIELD, is_json_field, members_to_sample
 from .tario import DEFAULT_MAX_MEMBER_BYTES, Member, ShardError, iter_members, split_name
+from .validate import DEFAULT_LIMITS, Limits, SampleError, check_sample
 
 Handler = Callable[[ShardError], Any]
 
@@ -100,6 +101,26 @@ def iter_sample_members(
         yield key, group
 
 
+def _sample(key: str, members: list[Member], url: str, parse_json: bool, validate: bool, limits: Limits,
+            config_hash: str | None) -> dict[str, Any] | ShardError:
+    """One sample dict from its members, or the ``ShardError`` (naming shard and member) that refuses it."""
+    fields = {split_name(m.name)[1]: m.data or b"" for m in members}
+    if validate:
+        meta, problems = check_sample(key, fields, limits, config_hash)
+        if problems:
+            p = problems[0]
+            return ShardError(p.code, url, f"{key}.{p.field}", p.message)
+        sample: dict[str, Any] = {"__key__": key, **fields}
+        if parse_json:
+            sample[JSON_FIELD] = meta
+        return sample
+    try:
+        return members_to_sample(key, list(fields.items()), parse_json, limits)
+    except SampleError as exc:
+        member = next((f"{key}.{f}" for f in fields if is_json_field(f)), key)
+        return ShardError(exc.code, url, member, str(exc))
+
+
 def iter_shard(
     url: str | os.PathLike[str],
     *,
@@ -107,15 +128,26 @@ def iter_shard(
     parse_json: bool = True,
     expected_sha256: str | None = None,
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    validate: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
+    expected_samples: int | None = None,
+    config_hash: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the samples of one shard (see the module docstring for errors and ``handler``).
 
     Args:
-        url: local path, ``file://`` URL or any ``pyarrow.fs`` URI of a ``.tar`` shard.
-        parse_json: False keeps JSON members as bytes (fastest).
+        url: local path, ``file://`` URL or any ``pyarrow.fs`` URI of a ``.tar`` shard (a local one must be a
+            regular file: FIFOs, devices and symlinks to them are refused, code ``not-regular-file``).
+        parse_json: False keeps JSON members as bytes (they are still parsed once to be validated).
         expected_sha256: when given, the whole shard is hashed first and nothing is yielded on a mismatch
             (one extra read of the shard).
         max_member_bytes: members larger than this are refused without being read.
+        validate: True (the default) checks every sample with ``validate.check_sample`` (schema, sizes against
+            the image header and ``limits``, run sums, boxes) and refuses it with the problem's code; False
+            reads any WebDataset-style sample, applying only the JSON limits.
+        expected_samples: the manifest's sample count; reading to the end of the shard with a different count
+            (and no other error) is an error, ``count-mismatch``.
+        config_hash: when given, every sample's ``config_hash`` must equal it.
     """
     url = os.fspath(url)
     reported: set[int] = set()
@@ -124,6 +156,7 @@ def iter_shard(
         reported.add(id(error))  # so an error re-raised by the handler is not handled twice
         (handler or _raise)(error)
 
+    read = 0
     try:
         if expected_sha256 is not None:
             actual = shard_sha256(url)
@@ -132,21 +165,24 @@ def iter_shard(
                 return
         with open_input(url) as f:
             for key, members in iter_sample_members(f, url, report, max_member_bytes):
-                fields = [(split_name(m.name)[1], m.data or b"") for m in members]
-                try:
-                    sample = members_to_sample(key, fields, parse_json)
-                except ValueError as exc:
-                    member = next(m.name for m in members if m.name.endswith("json"))
-                    report(ShardError("bad-json", url, member, str(exc)))
+                sample = _sample(key, members, url, parse_json, validate, limits, config_hash)
+                if isinstance(sample, ShardError):
+                    report(sample)
                     continue
                 sample["__url__"] = url
+                read += 1
                 yield sample
     except ShardError as exc:
         if id(exc) in reported:
             raise
         report(exc)
+    except NotARegularFile as exc:
+        report(ShardError("not-regular-file", url, None, str(exc)))
     except OSError as exc:
         report(ShardError("unreadable", url, None, f"{type(exc).__name__}: {exc}"))
+    if expected_samples is not None and read != expected_samples and not reported:
+        report(ShardError("count-mismatch", url, None,
+                          f"read {read} samples to the end of the shard, the manifest promises {expected_samples}"))
 
 
 class ShardDataset:
@@ -165,9 +201,12 @@ class ShardDataset:
         handler: Handler | None = None,
         parse_json: bool = True,
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        validate: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.manifest: dict[str, Any] | None = None
         self._sha256: dict[str, str] = {}
+        self._samples: dict[str, int] = {}
         self._index_urls: list[str] = []
         if isinstance(source, str | os.PathLike):
             self._open_single(os.fspath(source))
@@ -180,6 +219,8 @@ class ShardDataset:
         self.handler = handler
         self.parse_json = parse_json
         self.max_member_bytes = max_member_bytes
+        self.validate = validate
+        self.limits = limits
 
     def _open_single(self, source: str) -> None:
         path = local_path(source)
@@ -198,6 +239,7 @@ class ShardDataset:
         self.shards = [join_url(base, s["name"]) for s in self.manifest["shards"]]
         self._index_urls = [join_url(base, s["index"]) for s in self.manifest["shards"]]
         self._sha256 = {join_url(base, s["name"]): s["sha256"] for s in self.manifest["shards"]}
+        self._samples = {join_url(base, s["name"]): int(s["samples"]) for s in self.manifest["shards"]}
 
     @property
     def num_samples(self) -> int | None:
@@ -212,6 +254,10 @@ class ShardDataset:
                 parse_json=self.parse_json,
                 expected_sha256=self._sha256.get(url) if self.verify_sha256 else None,
                 max_member_bytes=self.max_member_bytes,
+                validate=self.validate,
+                limits=self.limits,
+                expected_samples=self._samples.get(url),
+                config_hash=None if self.manifest is None else self.manifest["config_hash"],
             )
 
     def index(self) -> pa.Table:

@@ -218,19 +218,25 @@ def sample_to_members(sample: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     return members
 
 
-def members_to_sample(key: str, fields: Sequence[tuple[str, bytes]], parse_json: bool = True) -> dict[str, Any]:
-    """Inverse of ``sample_to_members`` for one key's ``(field, bytes)`` pairs.
+def members_to_sample(
+    key: str, fields: Sequence[tuple[str, bytes]], parse_json: bool = True, limits: Any = None
+) -> dict[str, Any]:
+    """Inverse of ``sample_to_members`` for one key's ``(field, bytes)`` pairs; JSON is parsed within ``limits``
+    (``validate.Limits``, default ``validate.DEFAULT_LIMITS``: size and nesting depth checked before parsing).
 
     Raises:
-        ValueError: a JSON field is not valid UTF-8 JSON (the message names ``<key>.<field>``).
+        validate.SampleError (a ValueError): a JSON field is too large, too deep or not valid UTF-8 JSON (the
+            message names ``<key>.<field>``).
     """
+    from .validate import DEFAULT_LIMITS, SampleError, load_json  # validate imports this module
+
     sample: dict[str, Any] = {"__key__": key}
     for field, data in fields:
         if parse_json and is_json_field(field):
             try:
-                sample[field] = json.loads(data)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{key}.{field}: invalid JSON: {exc}") from None
+                sample[field] = load_json(data, limits or DEFAULT_LIMITS)
+            except SampleError as exc:
+                raise SampleError(exc.code, f"{key}.{field}: {exc}") from None
         else:
             sample[field] = data
     return sample
