@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from ..proposals import decode_segments, segment_areas, segment_bboxes
 from .keys import member_sort_key
 from .sample import JSON_FIELD
@@ -35,9 +36,30 @@ class Finding:
         return _printable(f"{self.code:<24} {where + ': ' if where else ''}{self.message}")
 
 
-def _printable(text: str) -> str:
-    """Escape control characters: a hostile member name must not forge lines in a report."""
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: control and other non-printable characters (ANSI escapes, carriage
+    returns, newlines unless ``keep_newlines``) become visible escapes, so a dataset's strings can neither
+    forge lines in a report nor drive the terminal."""
+    if text.isprintable():
+        return text
+    if keep_newlines:
+        return "\n".join(printable(line) for line in text.split("\n"))
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_printable = printable
+
+
+def printable_values(obj: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, tuples of str/numbers) with every string, keys included,
+    passed through ``printable``: for formatting tables from dataset strings (names, reasons, methods)."""
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {printable_values(k): printable_values(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(printable_values(v) for v in obj)
+    return obj
 
 
 @dataclass(frozen=True)

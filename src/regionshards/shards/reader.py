@@ -16,17 +16,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from ._fs import NotARegularFile, join_url, local_path, open_input, parent_url
+from ._fs import NotARegularFile, file_problem, join_url, local_path, open_input, parent_url
 from .index import read_index
-from .manifest import MANIFEST_NAME, read_manifest
+from .manifest import MANIFEST_NAME, ManifestError, read_manifest
 from .sample import JSON_FIELD, is_json_field, members_to_sample
 from .tario import DEFAULT_MAX_MEMBER_BYTES, Member, ShardError, iter_members, split_name
-from .validate import DEFAULT_LIMITS, Limits, SampleError, check_sample
+from .validate import DEFAULT_LIMITS, Limits, SampleError, check_sample, dataset_limits
 
 Handler = Callable[[ShardError], Any]
 
@@ -212,7 +211,7 @@ class ShardDataset:
             self._open_single(os.fspath(source))
         else:
             self.shards = [os.fspath(u) for u in source]
-            self._index_urls = [_index_url(u) for u in self.shards]
+            self._index_urls = [index_url(u) for u in self.shards]
         if verify_sha256 and self.manifest is None:
             raise ValueError("verify_sha256 needs a manifest: open the dataset folder or its manifest.json")
         self.verify_sha256 = verify_sha256
@@ -226,13 +225,16 @@ class ShardDataset:
         path = local_path(source)
         if path is not None and path.is_dir():
             manifest_url = str(path / MANIFEST_NAME)
-            if not Path(manifest_url).is_file():
+            problem = file_problem(manifest_url)
+            if problem == "missing":
                 raise FileNotFoundError(f"{source}: no {MANIFEST_NAME} (an unfinished build writes it last)")
+            if problem is not None:
+                raise ManifestError(f"{manifest_url}: {problem}, not a regular file; only regular files are read")
         elif source.endswith(".json"):
             manifest_url = source
         else:
             self.shards = [source]
-            self._index_urls = [_index_url(source)]
+            self._index_urls = [index_url(source)]
             return
         self.manifest = read_manifest(manifest_url)
         base = parent_url(manifest_url)
@@ -255,7 +257,7 @@ class ShardDataset:
                 expected_sha256=self._sha256.get(url) if self.verify_sha256 else None,
                 max_member_bytes=self.max_member_bytes,
                 validate=self.validate,
-                limits=self.limits,
+                limits=dataset_limits(self.limits, self.manifest),
                 expected_samples=self._samples.get(url),
                 config_hash=None if self.manifest is None else self.manifest["config_hash"],
             )
@@ -264,15 +266,29 @@ class ShardDataset:
         """All shards' index rows (every input, failed ones included) with a ``shard`` column in front."""
         tables = []
         for shard, url in zip(self.shards, self._index_urls, strict=True):
-            with open_input(url) as f:
-                table = read_index(pa.BufferReader(f.read()))
+            table = read_index_url(url)
             tables.append(table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string())))
         if not tables:
             return pa.table({"shard": pa.array([], pa.string())})
         return pa.concat_tables(tables)
 
 
-def _index_url(shard_url: str) -> str:
+def read_index_url(url: str) -> pa.Table:
+    """The Parquet index at ``url`` (a local one must be a regular file), schema checked (``index.read_index``).
+
+    Raises:
+        ValueError: naming the file when it is not a regular file or not a valid index; OSError when unreadable.
+    """
+    try:
+        with open_input(url) as f:
+            data = f.read()
+    except NotARegularFile as exc:
+        raise ValueError(str(exc)) from None
+    return read_index(pa.BufferReader(data))
+
+
+def index_url(shard_url: str) -> str:
+    """The Parquet index beside a ``.tar`` shard."""
     if not shard_url.endswith(".tar"):
         raise ValueError(f"shard {shard_url!r} must end with .tar")
     return shard_url[: -len(".tar")] + ".parquet"

@@ -25,7 +25,7 @@ import json
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,16 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def dataset_limits(limits: Limits, manifest: Mapping[str, Any] | None) -> Limits:
+    """``limits`` tightened by the dataset's own pixel cap: the build refused images over its config's
+    ``max_pixels``, so a sample above it cannot be genuine. A manifest can only lower the reader's cap."""
+    config = (manifest or {}).get("config")
+    cap = config.get("max_pixels") if isinstance(config, dict) else None
+    if isinstance(cap, int) and not isinstance(cap, bool) and 0 < cap < limits.max_pixels:
+        return replace(limits, max_pixels=cap)
+    return limits
 
 
 @dataclass(frozen=True)
@@ -312,6 +322,7 @@ def check_sample(
 # ------------------------------------------------------------------------------------------------ summary.json
 
 _SUMMARY_NUMBERS = ("inputs", "ok", "failed", "shards", "shards_reused", "wall_seconds", "images_per_second", "cpus")
+_SUMMARY_REQUIRED = ("wall_seconds", "images_per_second", "cpus")  # what every build writes and stats shows
 _SUMMARY_TABLES = ("failure_reasons", "segments_per_image", "proposals_per_image", "core_seconds")
 
 
@@ -322,12 +333,13 @@ def _is_number(value: Any) -> bool:
 
 
 def check_summary(summary: Any) -> list[str]:
-    """Problems of a parsed build ``summary.json``: an object whose known fields are finite numbers (or objects
-    of them); unknown fields are allowed. Empty when usable."""
+    """Problems of a parsed build ``summary.json``: an object with the wall time, rate and CPUs, whose known
+    fields are finite numbers (or objects of them); unknown fields are allowed. Empty when usable."""
     if not isinstance(summary, dict):
         return [f"a JSON {type(summary).__name__}, not an object"]
-    out = [f"{k} is {summary[k]!r:.40}, not a number" for k in _SUMMARY_NUMBERS
-           if k in summary and not _is_number(summary[k])]
+    out = [f"{k} is missing" for k in _SUMMARY_REQUIRED if k not in summary]
+    out += [f"{k} is {summary[k]!r:.40}, not a number" for k in _SUMMARY_NUMBERS
+            if k in summary and not _is_number(summary[k])]
     for k in _SUMMARY_TABLES:
         if k in summary and not (isinstance(summary[k], dict) and all(_is_number(v) for v in summary[k].values())):
             out.append(f"{k} is not an object of numbers")

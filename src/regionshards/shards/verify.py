@@ -18,11 +18,11 @@ from typing import Any
 from ._fs import NotARegularFile, file_problem, open_regular, read_regular
 from .checks import Finding, SampleInfo, _printable, check_sample, reconcile_index
 from .index import read_index
-from .manifest import MANIFEST_NAME, manifest_problems, manifest_schema_errors
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, manifest_problems, manifest_schema_errors
 from .reader import Recorder, iter_sample_members
 from .sample import FORMAT_VERSION
 from .tario import DEFAULT_MAX_MEMBER_BYTES, ShardError, split_name
-from .validate import DEFAULT_LIMITS, Limits, check_summary, load_json
+from .validate import DEFAULT_LIMITS, Limits, check_summary, dataset_limits, load_json
 
 __all__ = ["Finding", "Report", "verify"]
 
@@ -62,7 +62,6 @@ class Report:
         return "\n".join(lines)
 
 
-MAX_MANIFEST_BYTES = 1 << 30
 MAX_SUMMARY_BYTES = 16 << 20
 SUMMARY_NAME = "summary.json"
 
@@ -190,7 +189,8 @@ def verify(
         has_tar = _file_findings(tar_path, entry["bytes"], entry["sha256"], "shard", report)
         has_index = _file_findings(index_path, entry["index_bytes"], entry["index_sha256"], "index", report)
         samples, complete = (
-            _read_shard(tar_path, manifest["config_hash"], report, max_member_bytes, limits) if has_tar else ([], False)
+            _read_shard(tar_path, manifest["config_hash"], report, max_member_bytes, dataset_limits(limits, manifest))
+            if has_tar else ([], False)
         )
         if not has_index:
             continue
