@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..shards import MANIFEST_NAME, ShardDataset, open_dataset
+from ..images import ImageError
+from ..shards import MANIFEST_NAME, ShardDataset, ShardError, open_dataset
 from ..shards._fs import file_problem, read_regular
 from ..shards.reader import index_url, read_index_url
 from ..shards.validate import check_summary, dataset_limits, load_json
@@ -45,6 +47,20 @@ class ReportSample:
     def tar_bytes(self) -> int:
         """The sample's footprint in its tar: two 512-byte headers plus both members padded to 512 bytes."""
         return sum(512 + n + (-n % 512) for n in (len(self.image), self.json_bytes))
+
+
+@contextmanager
+def naming(sample: ReportSample) -> Iterator[None]:
+    """Errors while drawing ``sample`` (e.g. image pixels that do not decode although the header did) become
+    ``ShardError``s naming its shard and image member."""
+    try:
+        yield
+    except ShardError:
+        raise
+    except ValueError as exc:
+        code = "image-undecodable" if isinstance(exc, ImageError) else "sample-unusable"
+        member = f"{sample.key}.{sample.meta['image']['field']}"
+        raise ShardError(code, sample.shard, member, str(exc)) from exc
 
 
 def open_report_dataset(path: str | os.PathLike[str]) -> ShardDataset:
@@ -129,6 +145,7 @@ def find_samples(ds: ShardDataset, keys: Sequence[str]) -> list[ReportSample]:
 
     Raises:
         KeyError: naming a key that no shard holds, or one whose input failed in the build (with its reason).
+        ShardError: naming the shard whose index lists a key its tar does not hold.
     """
     wanted = list(dict.fromkeys(keys))
     where: dict[str, str] = {}
@@ -150,6 +167,10 @@ def find_samples(ds: ShardDataset, keys: Sequence[str]) -> list[ReportSample]:
         for raw in open_dataset([url], parse_json=False, limits=dataset_limits(ds.limits, ds.manifest)):
             if raw["__key__"] in where:
                 found[raw["__key__"]] = _to_sample(raw)
+    lost = [k for k in wanted if k not in found]
+    if lost:
+        raise ShardError("missing-sample", where[lost[0]], None,
+                         f"its index lists key {lost[0]!r} as ok, but the shard does not hold that sample")
     return [found[k] for k in keys]
 
 

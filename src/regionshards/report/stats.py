@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..shards.checks import printable_values
+from ..shards.checks import printable, printable_values
 from .dataset import ReportSample, iter_samples, open_report_dataset, read_summary, recorded_filters
 from .sketch import Sketch
 
@@ -110,7 +110,9 @@ class DatasetStats:
              series: str = "", per: str = "images") -> Distribution:
         """The distribution ``key``, created on first use."""
         if key not in self.distributions:
-            self.distributions[key] = Distribution(key, title, unit, Sketch(integer), log, figure or key, series, per)
+            # titles and legends carry dataset strings (method, variant, filter names): escaped for terminals/plots
+            self.distributions[key] = Distribution(key, printable(title), unit, Sketch(integer), log, figure or key,
+                                                   printable(series), per)
         return self.distributions[key]
 
     def add(self, sample: ReportSample) -> None:

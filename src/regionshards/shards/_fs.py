@@ -123,7 +123,23 @@ def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
             raise ValueError(f"{os.fspath(path)}: {size} bytes > limit of {max_bytes}")
-        return f.read(max_bytes + 1)
+        return read_capped(f, max_bytes, os.fspath(path))
+
+
+def read_capped(f: BinaryIO, max_bytes: int, name: str) -> bytes:
+    """Read ``f`` to its end in 1 MiB steps, refusing more than ``max_bytes`` (``read(n)`` would allocate n bytes
+    up front, whatever the file holds).
+
+    Raises:
+        ValueError: naming ``name`` when the stream holds more than ``max_bytes``.
+    """
+    chunks, total = [], 0
+    while chunk := f.read(min(1 << 20, max_bytes + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_bytes:
+            raise ValueError(f"{name}: more than {max_bytes} bytes")
+    return b"".join(chunks)
 
 
 def open_input(url: str | os.PathLike[str]) -> BinaryIO:

@@ -22,7 +22,7 @@ from typing import Any
 import fastjsonschema
 
 from .. import __version__
-from ._fs import NotARegularFile, atomic_write_bytes, open_input
+from ._fs import NotARegularFile, atomic_write_bytes, open_input, read_capped
 from .sample import FORMAT_VERSION
 
 MANIFEST_NAME = "manifest.json"
@@ -171,7 +171,7 @@ def read_manifest(source: str | Path) -> dict[str, Any]:
 
     try:
         with open_input(source) as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)
+            raw = read_capped(f, MAX_MANIFEST_BYTES, str(source))
         manifest = load_json(raw, Limits(max_json_bytes=MAX_MANIFEST_BYTES))
     except (NotARegularFile, ValueError) as exc:  # a FIFO or device; too large, too deep or not JSON
         raise ManifestError(f"{source}: {exc}") from None
