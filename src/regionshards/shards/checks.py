@@ -100,7 +100,7 @@ def check_sample(
     sample whose structure it trusts is decoded for the partition checks.
     """
     fields = {split_name(m.name)[1]: m.data or b"" for m in members}
-    meta, problems = validate_sample(key, fields, limits, config_hash)
+    meta, problems = validate_sample(key, fields, limits, config_hash, full_schema=True)
     found = [Finding(p.code, shard, f"{key}.{p.field}", p.message) for p in problems]
     if meta is None:
         return found, None

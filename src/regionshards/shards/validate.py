@@ -34,6 +34,7 @@ from PIL import Image
 from ..images import DEFAULT_MAX_PIXELS
 from ..proposals.rle import _gather_counts
 from .sample import JSON_FIELD, image_extension, schema_errors
+from .shape import ShapeError, check_shape
 
 DEFAULT_MAX_JSON_BYTES = 64 << 20
 DEFAULT_MAX_JSON_DEPTH = 32  # the format nests 5 levels (sample → segments → rles → [i] → size)
@@ -83,9 +84,8 @@ class SampleError(ValueError):
 
 # ------------------------------------------------------------------------------------------------------ JSON
 
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_SYNTAX = bytes(b for b in range(256) if b not in b'"[]{}')
 _OPEN = np.zeros(256, np.int8)
 _OPEN[list(b"[{")] = 1
 _OPEN[list(b"]}")] = -1
@@ -94,36 +94,58 @@ _OPEN[list(b"]}")] = -1
 def json_depth(data: bytes) -> int:
     """The deepest nesting of arrays/objects in JSON text (an upper bound for invalid JSON), without parsing.
 
-    Escapes and strings are dropped first (a ``[`` inside a string does not nest), then the brackets are
-    counted; memory stays a small multiple of ``len(data)``.
+    Escaped backslashes and quotes are dropped (left to right, as the decoder pairs them), then everything but
+    quotes and brackets, then whole strings (a ``[`` inside a string does not nest); the brackets left are
+    counted. Memory stays a small multiple of ``len(data)``.
     """
     if b"\\" in data:
-        data = _ESCAPE.sub(b"", data)
-    if b'"' in data:
-        data = _STRING.sub(b"", data)
-    brackets = data.translate(None, _NOT_BRACKET)
-    if not brackets:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    syntax = data.translate(None, _NOT_SYNTAX)
+    if b'"' in syntax:
+        syntax = _STRING.sub(b"", syntax)
+    if not syntax:
         return 0
-    return int(np.cumsum(_OPEN[np.frombuffer(brackets, np.uint8)], dtype=np.int32).max())
+    return int(np.cumsum(_OPEN[np.frombuffer(syntax, np.uint8)], dtype=np.int32).max())
 
 
-def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS, prescan: bool = True) -> Any:
     """Parse JSON bytes within ``limits``.
+
+    ``prescan=False`` skips the depth scan of the text: the C decoder then stops a document nested past the
+    interpreter's recursion limit (≈ 1000) with a RecursionError, reported as ``json-too-deep``, and the caller
+    checks the depth of what it parsed (``check_sample`` does, for the only free-form parts, the ``params``).
 
     Raises:
         SampleError: code ``json-too-large``, ``json-too-deep`` or ``bad-json`` (not UTF-8 / not JSON).
     """
     if len(data) > limits.max_json_bytes:
         raise SampleError("json-too-large", f"{len(data)} bytes of JSON > limit of {limits.max_json_bytes}")
-    depth = json_depth(data)
+    depth = json_depth(data) if prescan else 0
     if depth > limits.max_json_depth:
         raise SampleError("json-too-deep", f"JSON nested {depth} levels > limit of {limits.max_json_depth}")
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SampleError("bad-json", f"invalid JSON: {exc}") from None
-    except RecursionError:  # unreachable after the depth check; kept so no reader ever sees one
-        raise SampleError("json-too-deep", "JSON nests deeper than the decoder can follow") from None
+    except RecursionError:  # only without the prescan
+        raise SampleError("json-too-deep", "JSON nests deeper than the decoder follows") from None
+
+
+def nesting(value: Any, limit: int) -> int:
+    """Depth of nested lists/dicts in a parsed value (1 for ``[]``), counting no further than ``limit + 1``;
+    iterative, so any depth is safe."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 # ----------------------------------------------------------------------------------------------------- image
@@ -166,18 +188,8 @@ def sniff_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeade
 # ------------------------------------------------------------------------------------------------- sample JSON
 
 
-def _int64_array(values: list[Any], width: int) -> np.ndarray | None:
-    """(N, width) int64 of a list of integer lists (schema-checked), None when a value leaves int64."""
-    try:
-        return np.asarray(values, np.int64).reshape(-1, width)
-    except OverflowError:
-        return None
-
-
-def _boxes_problem(boxes: list[Any], h: int, w: int, what: str) -> Problem | None:
-    b = _int64_array(boxes, 4)
-    if b is None:
-        return Problem("box-outside-image", JSON_FIELD, f"{what}: a coordinate exceeds int64")
+def _boxes_problem(b: np.ndarray, h: int, w: int, what: str) -> Problem | None:
+    """(N, 4) int64 ``[x, y, w, h]`` (non-negative, sizes >= 1, checked by ``shape``) inside the image."""
     outside = np.flatnonzero((b[:, 0] + b[:, 2] > w) | (b[:, 1] + b[:, 3] > h))
     if outside.size:
         return Problem("box-outside-image", JSON_FIELD, f"{outside.size} {what} box(es) leave the {w}x{h} image, "
@@ -204,7 +216,8 @@ def _counts_problem(rles: list[dict[str, Any]], h: int, w: int, what: str) -> Pr
     return None
 
 
-def _partition_problems(part: Mapping[str, Any], what: str, h: int, w: int) -> list[Problem]:
+def _partition_problems(part: Mapping[str, Any], what: str, h: int, w: int,
+                        arrays: Mapping[str, np.ndarray]) -> list[Problem]:
     rles = part["rles"]
     k = len(rles)
     bad_size = next((i for i, r in enumerate(rles) if r["size"] != [h, w]), None)
@@ -215,37 +228,42 @@ def _partition_problems(part: Mapping[str, Any], what: str, h: int, w: int) -> l
                if name in part}
     if any(n != k for n in lengths.values()):
         return [Problem("length-mismatch", JSON_FIELD, f"{what}: {k} RLEs but {lengths}")]
-    out = [p for p in (_counts_problem(rles, h, w, what), _boxes_problem(part["bboxes"], h, w, f"{what} bbox"))
-           if p is not None]
-    if _int64_array(part["areas"], 1) is None:
-        out.append(Problem("rle-area", JSON_FIELD, f"{what}: an area exceeds int64"))
-    return out
+    found = (_counts_problem(rles, h, w, what), _boxes_problem(arrays[f"{what}.bboxes"], h, w, f"{what} bbox"))
+    return [p for p in found if p is not None]
 
 
-def _proposal_problems(props: Mapping[str, Any], h: int, w: int) -> list[Problem]:
+def _proposal_problems(props: Mapping[str, Any], h: int, w: int, arrays: Mapping[str, np.ndarray]) -> list[Problem]:
     n = len(props["boxes"])
     out = []
     if not len(props["sizes"]) == len(props["levels"]) == n:
         out.append(Problem("length-mismatch", JSON_FIELD, f"{n} proposal boxes, {len(props['sizes'])} sizes, "
                                                           f"{len(props['levels'])} levels"))
-    problem = _boxes_problem(props["boxes"], h, w, "proposal")
+    problem = _boxes_problem(arrays["proposals.boxes"], h, w, "proposal")
     if problem is not None:
         out.append(problem)
-    for name, f in props["filters"].items():
-        keep = f["keep"]
-        if keep and (keep[-1] >= n or any(b <= a for a, b in zip(keep, keep[1:], strict=False))):
+    for name in props["filters"]:
+        keep = arrays[f"proposals.filters.{name}.keep"]
+        if keep.size and (keep[-1] >= n or (keep.size > 1 and np.diff(keep).min() <= 0)):
             out.append(Problem("filter-index", JSON_FIELD,
                                f"filter {name} keep list is not ascending unique indices in 0..{n - 1}"))
     return out
 
 
-def meta_problems(meta: Any, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
+def meta_problems(meta: Any, limits: Limits = DEFAULT_LIMITS, full_schema: bool = True) -> list[Problem]:
     """Everything that makes a parsed sample JSON unsafe or inconsistent on its own (no image needed).
 
-    The schema comes first (so every later access has the documented type); a sample whose image is over the
-    pixel cap or whose RLE sizes differ from the image stops there, so nothing is decoded from such sizes.
+    The structure comes first (so every later access has the documented type): ``shape.check_shape`` always,
+    the compiled schema too with ``full_schema`` (see ``shape`` for the one case where they differ). A sample
+    whose image is over the pixel cap or whose RLE sizes differ from the image stops there, so nothing is
+    decoded from such sizes.
     """
-    errors = schema_errors(meta)
+    errors = schema_errors(meta) if full_schema else []
+    arrays: dict[str, np.ndarray] = {}
+    if not errors:
+        try:
+            arrays = check_shape(meta)
+        except ShapeError as exc:
+            errors = [str(exc)]
     if errors:
         return [Problem("schema", JSON_FIELD, "; ".join(errors))]
     img = meta["image"]
@@ -256,9 +274,9 @@ def meta_problems(meta: Any, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
     out: list[Problem] = []
     for what in ("segments", "ground_truth"):
         if meta[what] is not None:
-            out += _partition_problems(meta[what], what, h, w)
+            out += _partition_problems(meta[what], what, h, w, arrays)
     if meta["proposals"] is not None:
-        out += _proposal_problems(meta["proposals"], h, w)
+        out += _proposal_problems(meta["proposals"], h, w, arrays)
     return out
 
 
@@ -285,23 +303,33 @@ def _image_problems(meta: Mapping[str, Any], field: str, data: bytes, limits: Li
 
 
 def check_sample(
-    key: str, fields: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS, config_hash: str | None = None
+    key: str, fields: Mapping[str, bytes], limits: Limits = DEFAULT_LIMITS, config_hash: str | None = None,
+    full_schema: bool | None = None,
 ) -> tuple[Any, list[Problem]]:
     """Validate one sample's members ``{field: bytes}``: returns ``(parsed JSON or None, problems)``.
 
     The parsed JSON is returned only when its structure is trusted (schema, sizes, counts, boxes); image and
-    membership problems are listed beside it. With ``config_hash`` the sample's must equal it.
+    membership problems are listed beside it. With ``config_hash`` the sample's must equal it. ``full_schema``
+    (default: only when the JSON holds a ``true``/``false`` token) adds the compiled schema to the fast check.
     """
     data = fields.get(JSON_FIELD)
     if data is None:
         return None, [Problem("missing-member", next(iter(fields), JSON_FIELD), f"sample {key!r} has no {key}.json")]
     try:
-        meta = load_json(data, limits)
+        # No text prescan: the structure is fixed by the schema but for the params, whose depth is checked below.
+        meta = load_json(data, limits, prescan=False)
     except SampleError as exc:
         return None, [Problem(exc.code, JSON_FIELD, f"{key}.json: {exc}")]
-    problems = meta_problems(meta, limits)
+    if full_schema is None:
+        full_schema = b"true" in data or b"false" in data
+    problems = meta_problems(meta, limits, full_schema)
     if problems:
         return None, problems
+    params = [meta[p]["params"] for p in ("segments", "proposals") if meta[p] is not None]
+    depth = 1 + nesting(params, limits.max_json_depth)  # the sample object around the list standing for the parts
+    if depth > limits.max_json_depth:
+        return None, [Problem("json-too-deep", JSON_FIELD, f"{key}.json: params nested {depth} levels > limit of "
+                                                           f"{limits.max_json_depth}")]
     if meta["key"] != key:
         problems.append(Problem("key-mismatch", JSON_FIELD, f"JSON key {meta['key']!r} in member of key {key!r}"))
     if config_hash is not None and meta["config_hash"] != config_hash:
