@@ -73,8 +73,10 @@ def iter_sample_members(
         try:
             member = next(members, None)
         except ShardError as exc:
-            # Damage inside a member of the next key leaves the current sample whole: keep it.
-            if exc.member is not None and split_name(exc.member)[0] != key and key is not None and not poisoned:
+            # Damage inside a member of the next key, or after the last member read (data after a zero block),
+            # leaves the current sample as read: keep it (the sample check still refuses it if incomplete).
+            after = exc.code == "data-after-end" or (exc.member is not None and split_name(exc.member)[0] != key)
+            if after and key is not None and group and not poisoned:
                 yield key, group
             raise
         if member is None:

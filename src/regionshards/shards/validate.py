@@ -288,7 +288,7 @@ def _image_problems(meta: Mapping[str, Any], field: str, data: bytes, limits: Li
     try:
         header = sniff_image(data, limits.max_pixels)
     except SampleError as exc:
-        return [*out, Problem(exc.code, field, str(exc))]
+        return [Problem(exc.code, field, str(exc)), *out]  # the image itself is refused: say that first
     try:
         extension = image_extension(header.format)
     except ValueError:
