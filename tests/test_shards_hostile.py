@@ -254,3 +254,16 @@ def test_check_sample_accepts_every_real_sample(tiny_dataset: Path) -> None:
         meta, problems = check_sample(s["__key__"], fields)
         assert problems == [] and meta == json.loads(s["json"])
         assert canonical_json(meta) == s["json"]
+
+
+def test_label_map_checks_a_dict_that_did_not_come_from_the_reader(tiny_dataset: Path) -> None:
+    from regionshards.shards import label_map
+
+    sample = next(iter(open_dataset(tiny_dataset)))
+    assert label_map(sample).shape == (32, 48)
+    h.inflate_rle(sample["json"])
+    with pytest.raises(ValueError, match="rle-size"):
+        label_map(sample)
+    h.inflate_rle(sample["json"], 10**5, 10**5, image_too=True)
+    with pytest.raises(ValueError, match="too-many-pixels"):
+        label_map(sample)

@@ -272,9 +272,23 @@ def image_field(sample: Mapping[str, Any]) -> str:
     return sample[JSON_FIELD]["image"]["field"]
 
 
-def label_map(sample: Mapping[str, Any], which: str = "segments") -> np.ndarray:
-    """(H, W) int32 label map of a read sample's ``segments`` (or ``ground_truth``), without pycocotools."""
-    part = sample[JSON_FIELD][which]
+def label_map(sample: Mapping[str, Any], which: str = "segments", limits: Any = None) -> np.ndarray:
+    """(H, W) int32 label map of a read sample's ``segments`` (or ``ground_truth``), without pycocotools.
+
+    The sample's JSON is checked first (``validate.meta_problems``: schema shape, pixel cap of ``limits``, RLE
+    sizes equal to the image, counts length and run sums), so a dict that did not come from the validating
+    reader cannot make this allocate from a declared size.
+
+    Raises:
+        ValueError: the sample has no such partition, or the first problem found (naming the sample).
+    """
+    from .validate import DEFAULT_LIMITS, meta_problems  # validate imports this module
+
+    meta = sample[JSON_FIELD]
+    problems = meta_problems(meta, limits or DEFAULT_LIMITS, full_schema=False)
+    if problems:
+        raise ValueError(f"sample {sample.get('__key__')!r}: {problems[0].code}: {problems[0].message}")
+    part = meta[which]
     if part is None:
         raise ValueError(f"sample {sample.get('__key__')!r} has no {which}")
     return decode_segments(part["rles"])
