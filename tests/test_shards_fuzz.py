@@ -173,6 +173,8 @@ _mutation = st.one_of(
     st.builds(lambda o, b: ("flip", o, b), st.integers(0, 40_000), st.integers(0, 7)),
     st.builds(lambda a: ("truncate", a), st.integers(0, 40_000)),
     st.builds(lambda b: ("zero-block", b), st.integers(0, 80)),
+    st.builds(lambda o, b: ("index-flip", o, b), st.integers(0, 6000), st.integers(0, 7)),
+    st.builds(lambda a: ("index-truncate", a), st.integers(0, 6000)),
     st.builds(lambda d: ("nest", d), st.integers(30, 5000)),
     st.builds(lambda hh, w: ("inflate", hh, w), st.integers(1, 10**6), st.integers(1, 10**6)),
     st.builds(lambda n: ("counts", n), st.integers(1, 1 << 20)),
@@ -190,6 +192,11 @@ def _apply(spec: tuple, shard: str) -> Mutation:
         return lambda ds: h.truncate(ds, args[0], shard)
     if kind == "zero-block":
         return lambda ds: h.zero_block(ds, args[0], shard)
+    index = shard.replace(".tar", ".parquet")
+    if kind == "index-flip":
+        return lambda ds: h.flip_bit(ds, args[0], args[1], index)
+    if kind == "index-truncate":
+        return lambda ds: h.truncate(ds, args[0], index)
     if kind == "nest":
         return lambda ds: h.raw_json(ds, h.nest(_meta(ds), args[0]).encode(), name=shard)
     if kind == "inflate":
@@ -227,7 +234,7 @@ def test_random_mutations_fast(data: st.DataObject, tiny_dataset: Path, annotati
 
 
 @pytest.mark.slow
-@settings(max_examples=6, deadline=None, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_mutations_slow(data: st.DataObject, tiny_dataset: Path, annotations: Path, tmp_path: Path) -> None:
     _fuzz(data, 12, tiny_dataset, annotations, tmp_path)

@@ -286,7 +286,10 @@ def read_index_url(url: str) -> pa.Table:
             data = f.read()
     except NotARegularFile as exc:
         raise ValueError(str(exc)) from None
-    return read_index(pa.BufferReader(data))
+    try:
+        return read_index(pa.BufferReader(data))
+    except ValueError as exc:  # its message names a buffer, not the file
+        raise ValueError(f"{url}: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def index_url(shard_url: str) -> str:
