@@ -267,3 +267,35 @@ def test_label_map_checks_a_dict_that_did_not_come_from_the_reader(tiny_dataset:
     h.inflate_rle(sample["json"], 10**5, 10**5, image_too=True)
     with pytest.raises(ValueError, match="too-many-pixels"):
         label_map(sample)
+
+
+def test_file_plumbing_refuses_non_regular_files_and_oversize_reads(tmp_path: Path) -> None:
+    from regionshards.shards._fs import NotARegularFile, file_problem, open_regular, read_capped, read_regular
+    from regionshards.shards.validate import check_summary
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(NotARegularFile, match="a FIFO"):
+        open_regular(fifo)  # returns at once: O_NONBLOCK, then fstat
+    assert file_problem(fifo) == "a FIFO" and file_problem(tmp_path / "nope") == "missing"
+    assert file_problem(tmp_path) == "a folder"
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 5000)
+    with pytest.raises(ValueError, match="5000 bytes > limit of 4096"):
+        read_regular(big, 4096)
+    with open(big, "rb") as f, pytest.raises(ValueError, match="more than 100 bytes"):
+        read_capped(f, 100, "big")
+    assert read_regular(big, 5000) == b"x" * 5000
+    assert check_summary({"wall_seconds": 1, "images_per_second": 2.5, "cpus": 2}) == []
+    assert check_summary([]) == ["a JSON list, not an object"]
+    assert check_summary({"wall_seconds": 10**400, "images_per_second": True, "cpus": 1, "core_seconds": []}) == [
+        f"wall_seconds is {'1' + '0' * 39}, not a number", "images_per_second is True, not a number",
+        "core_seconds is not an object of numbers"]
+
+
+def test_verify_names_a_fifo_index(dataset_copy: Path) -> None:
+    index = dataset_copy / "shard-000001.parquet"
+    index.unlink()
+    os.mkfifo(index)
+    report = verify(dataset_copy)
+    assert ("not-regular-file", "shard-000001.parquet") in [(f.code, f.shard) for f in report.findings]
