@@ -3,7 +3,10 @@
 Samples are WebDataset-shaped dicts: ``{"__key__": key, "__url__": shard, "json": dict, "jpg": bytes}``. Only
 JSON is parsed (``json.loads``); nothing is unpickled, and members with pickle-capable extensions are refused
 before their bytes are read. Member checks are ``tario.iter_members``'s (names, types, sizes, header
-checksums); on top, a key may appear in one run of members only and a field once per sample.
+checksums, nothing but zeros after the end-of-archive marker); on top, a key may appear in one run of members
+only and a field once per sample, and every sample passes the validating parser (``validate.check_sample``:
+JSON limits, schema, sizes against the image header and a pixel cap, RLE run sums, boxes) before it is
+yielded. Local shards must be regular files; a shard read to its end short of its manifest count is an error.
 
 Errors are ``ShardError`` naming the shard and member. Without a handler the first one is raised. With a
 handler (``Recorder()`` or any callable taking the error) it is called and the reader skips: a refused member
