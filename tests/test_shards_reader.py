@@ -82,7 +82,11 @@ def test_pickle_members_are_refused_and_never_unpickled(dataset_copy: Path, tmp_
     assert (info.value.code, info.value.shard, info.value.member) == ("pickle-extension", str(shard), "zzz.pkl")
     recorder = Recorder()
     got = list(open_dataset(dataset_copy, handler=recorder))
-    assert _keys(got) == KEYS[:3] + ["zzzz"] + KEYS[3:]  # sample zzz skipped, the rest read on
+    assert _keys(got) == KEYS  # sample zzz skipped, zzzz refused by the sample schema, the rest read on
+    assert [(e.code, e.member) for e in recorder.errors] == [("pickle-extension", "zzz.pkl"), ("schema", "zzzz.json")]
+    recorder = Recorder()
+    got = list(open_dataset(dataset_copy, handler=recorder, validate=False))  # any WebDataset-style sample
+    assert _keys(got) == KEYS[:3] + ["zzzz"] + KEYS[3:]
     assert [(e.code, e.member) for e in recorder.errors] == [("pickle-extension", "zzz.pkl")]
     assert not marker.exists()
 

@@ -196,7 +196,7 @@ def test_sample_dicts_survive_tar_members_and_back(samples: list[dict]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shard = Path(tmp) / "s-000000.tar"
         shard.write_bytes(buf.getvalue())
-        got = list(iter_shard(shard))
+        got = list(iter_shard(shard, validate=False))
     expected = sorted(samples, key=lambda s: (s["__key__"] + ".").encode())
     for s in got:
         assert s.pop("__url__") == str(shard)

@@ -20,20 +20,32 @@ def verify_command(out: Path) -> None:
     from ..shards.verify import verify
 
     report = verify(out)
-    click.echo(str(report))
+    _echo(str(report))
     sys.exit(0 if report.ok else 1)
 
 
+# ShardError and ManifestError are ValueErrors; OSError covers unreadable inputs (a FIFO, a device, EIO).
+_INSPECT_ERRORS = (OSError, KeyError, ValueError)
 
-_INSPECT_ERRORS = (FileNotFoundError, KeyError, ValueError)
+
+def _echo(text: str) -> None:
+    """Print text built from dataset strings: control characters escaped (ANSI sequences never reach the
+    terminal), lines kept."""
+    from ..shards.checks import printable
+
+    click.echo(printable(text, keep_newlines=True))
 
 
 def _inspect(call, *args, **kwargs):
-    """Run a report function; errors naming the input (dataset, key, filter, annotations) become click errors."""
+    """Run a report function; errors naming the input (dataset, key, filter, annotations) become one-line click
+    errors, their control characters escaped."""
+    from ..shards.checks import printable
+
     try:
         return call(*args, **kwargs)
     except _INSPECT_ERRORS as exc:
-        raise click.ClickException(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from exc
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise click.ClickException(printable(message)) from exc
 
 
 @click.command("stats")
@@ -44,7 +56,7 @@ def stats_command(out: Path, as_json: bool) -> None:
     from ..report.stats import compute_stats, format_stats
 
     stats = _inspect(compute_stats, out)
-    click.echo(json.dumps(stats.to_json(), indent=2) if as_json else format_stats(stats))
+    _echo(json.dumps(stats.to_json(), indent=2) if as_json else format_stats(stats))
 
 
 @click.command("plot")
@@ -57,7 +69,7 @@ def plot_command(out: Path, out_dir: Path) -> None:
     from ..report.stats import compute_stats
 
     for path in write_plots(_inspect(compute_stats, out), out_dir):
-        click.echo(str(path))
+        _echo(str(path))
 
 
 @click.command("show")
@@ -87,10 +99,10 @@ def show_command(out: Path, keys: tuple[str, ...], n: int | None, seed: int, fil
         except TrainExtraMissing as exc:
             raise click.ClickException(str(exc)) from exc
         for path in paths:
-            click.echo(str(path))
+            _echo(str(path))
         return
     for path in _inspect(show, out, out_dir, keys=keys, n=n or 6, seed=seed, filter_name=filter_name):
-        click.echo(str(path))
+        _echo(str(path))
 
 
 @click.command("eval")
@@ -102,7 +114,7 @@ def eval_command(outs: tuple[Path, ...], annotations: Path, as_json: bool) -> No
     from ..report.evaluate import evaluate, format_eval
 
     result = _inspect(evaluate, outs, annotations)
-    click.echo(json.dumps(result, indent=2) if as_json else format_eval(result))
+    _echo(json.dumps(result, indent=2) if as_json else format_eval(result))
 
 
 @click.command("report")
@@ -119,4 +131,4 @@ def report_command(out: Path, html_out: Path, annotations: Path | None, n: int, 
 
     path = _inspect(write_report, out, html_out, annotations=annotations, overlays=n, seed=seed,
                     filter_name=filter_name)
-    click.echo(f"wrote {path}")
+    _echo(f"wrote {path}")

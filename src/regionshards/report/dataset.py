@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..shards import MANIFEST_NAME, ShardDataset, open_dataset
-from ..shards.index import read_index
+from ..images import ImageError
+from ..shards import MANIFEST_NAME, ShardDataset, ShardError, open_dataset
+from ..shards._fs import file_problem, read_regular
+from ..shards.reader import index_url, read_index_url
+from ..shards.validate import check_summary, dataset_limits, load_json
 
 SUMMARY_NAME = "summary.json"
+MAX_SUMMARY_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,20 @@ class ReportSample:
         return sum(512 + n + (-n % 512) for n in (len(self.image), self.json_bytes))
 
 
+@contextmanager
+def naming(sample: ReportSample) -> Iterator[None]:
+    """Errors while drawing ``sample`` (e.g. image pixels that do not decode although the header did) become
+    ``ShardError``s naming its shard and image member."""
+    try:
+        yield
+    except ShardError:
+        raise
+    except ValueError as exc:
+        code = "image-undecodable" if isinstance(exc, ImageError) else "sample-unusable"
+        member = f"{sample.key}.{sample.meta['image']['field']}"
+        raise ShardError(code, sample.shard, member, str(exc)) from exc
+
+
 def open_report_dataset(path: str | os.PathLike[str]) -> ShardDataset:
     """The dataset at ``path`` (a build folder or its ``manifest.json``), JSON left unparsed for ``iter_samples``.
 
@@ -54,7 +73,7 @@ def open_report_dataset(path: str | os.PathLike[str]) -> ShardDataset:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"dataset folder {path} does not exist")
-    if p.is_dir() and not (p / MANIFEST_NAME).is_file():
+    if p.is_dir() and file_problem(p / MANIFEST_NAME) == "missing":
         raise FileNotFoundError(f"{path} holds no {MANIFEST_NAME}: not a finished regionshards build")
     if p.is_file() and p.suffix != ".json":
         raise FileNotFoundError(f"{path} is a file; give the dataset folder or its {MANIFEST_NAME}")
@@ -70,11 +89,24 @@ def dataset_root(ds: ShardDataset) -> Path | None:
 
 
 def read_summary(ds: ShardDataset) -> dict[str, Any] | None:
-    """The build's ``summary.json`` beside the manifest (throughput and core-seconds), None when absent."""
+    """The build's ``summary.json`` beside the manifest (throughput and core-seconds), None when absent.
+
+    Raises:
+        ValueError: naming the file when it is not a regular file, too large, not JSON or not an object of
+            numbers (``shards.validate.check_summary``).
+    """
     root = dataset_root(ds)
-    if root is None or not (root / SUMMARY_NAME).is_file():
+    if root is None or file_problem(root / SUMMARY_NAME) == "missing":
         return None
-    return json.loads((root / SUMMARY_NAME).read_text(encoding="utf-8"))
+    path = root / SUMMARY_NAME
+    try:
+        summary = load_json(read_regular(path, MAX_SUMMARY_BYTES))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unusable build summary: {exc}") from None
+    problems = check_summary(summary)
+    if problems:
+        raise ValueError(f"{path}: unusable build summary: {'; '.join(problems)}")
+    return summary
 
 
 def recorded_filters(ds: ShardDataset) -> list[str]:
@@ -91,7 +123,7 @@ def check_filter(ds: ShardDataset, name: str | None) -> None:
 
 def _to_sample(raw: dict[str, Any]) -> ReportSample:
     data = raw["json"]
-    meta = json.loads(data)
+    meta = json.loads(data)  # already parsed and validated once by the reader (size, depth, schema, sizes)
     return ReportSample(raw["__key__"], raw["__url__"], meta, raw.get(meta["image"]["field"], b""), len(data))
 
 
@@ -102,7 +134,7 @@ def iter_samples(ds: ShardDataset) -> Iterator[ReportSample]:
 
 
 def _index_keys(shard_url: str) -> dict[str, tuple[str, str | None]]:
-    table = read_index(shard_url[: -len(".tar")] + ".parquet").select(["key", "status", "reason"])
+    table = read_index_url(index_url(shard_url)).select(["key", "status", "reason"])
     return {k: (s, r) for k, s, r in zip(*(table.column(c).to_pylist() for c in ("key", "status", "reason")),
                                         strict=True)}
 
@@ -113,6 +145,7 @@ def find_samples(ds: ShardDataset, keys: Sequence[str]) -> list[ReportSample]:
 
     Raises:
         KeyError: naming a key that no shard holds, or one whose input failed in the build (with its reason).
+        ShardError: naming the shard whose index lists a key its tar does not hold.
     """
     wanted = list(dict.fromkeys(keys))
     where: dict[str, str] = {}
@@ -131,9 +164,13 @@ def find_samples(ds: ShardDataset, keys: Sequence[str]) -> list[ReportSample]:
         raise KeyError(f"unknown key {missing[0]!r}: no shard of the dataset holds it")
     found: dict[str, ReportSample] = {}
     for url in dict.fromkeys(where.values()):
-        for raw in open_dataset([url], parse_json=False):
+        for raw in open_dataset([url], parse_json=False, limits=dataset_limits(ds.limits, ds.manifest)):
             if raw["__key__"] in where:
                 found[raw["__key__"]] = _to_sample(raw)
+    lost = [k for k in wanted if k not in found]
+    if lost:
+        raise ShardError("missing-sample", where[lost[0]], None,
+                         f"its index lists key {lost[0]!r} as ok, but the shard does not hold that sample")
     return [found[k] for k in keys]
 
 

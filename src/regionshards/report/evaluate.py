@@ -25,7 +25,7 @@ Annotated images with no sample (e.g. inputs that failed in the build) are liste
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,10 +35,14 @@ from typing import Any
 import numpy as np
 
 from ..proposals import annotation_to_mask, best_overlap, decode_segments, mask_best_iou
+from ..shards._fs import file_problem, read_regular
+from ..shards.checks import printable_values
+from ..shards.validate import Limits, load_json
 from .dataset import iter_samples, open_report_dataset, recorded_filters
 from .sketch import Sketch
 
 THRESHOLDS = (0.5, 0.7)
+MAX_ANNOTATION_BYTES = 4 << 30  # COCO train2017 instances: 448 MB
 ALL = "all"
 
 
@@ -54,15 +58,23 @@ class Annotations:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Annotations:
-        """Read ``path`` (JSON only). Raises FileNotFoundError / ValueError naming the file and the problem."""
+        """Read ``path`` (JSON only, a regular file within ``MAX_ANNOTATION_BYTES`` and the JSON depth limit).
+
+        Raises:
+            FileNotFoundError / ValueError naming the file and the problem (including any image or annotation
+            entry without the COCO fields used here).
+        """
         p = Path(path)
-        if not p.is_file():
+        if file_problem(p) == "missing":
             raise FileNotFoundError(f"annotations file {path} does not exist")
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-            images = {int(img["id"]): img for img in data["images"]}
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+            data = load_json(read_regular(p, MAX_ANNOTATION_BYTES), Limits(max_json_bytes=MAX_ANNOTATION_BYTES))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a COCO instances file ({exc})") from None
+        problem = _coco_problem(data)
+        if problem:
+            raise ValueError(f"{path}: not a COCO instances file ({problem})")
+        images = {img["id"]: img for img in data["images"]}
         by_image: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
         for ann in data.get("annotations", []):
             if ann.get("image_id") not in by_image:
@@ -88,6 +100,30 @@ class Annotations:
             names = [self.images[i]["file_name"] for i in ids[:2]]
             raise ValueError(f"{self.path}: sample {meta['key']!r} ({path}) matches several images by name: {names}")
         return ids[0] if ids else None
+
+
+def _coco_problem(data: Any) -> str | None:
+    """What keeps parsed JSON from being a COCO instances file as used here, None when it is one."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        return "a JSON object with an 'images' list is expected"
+    for img in data["images"]:
+        if not (isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str)):
+            return f"image entry {str(img)[:60]!r} lacks an integer id or a file_name"
+        if any(k in img and not _is_int(img[k]) for k in ("width", "height")):
+            return f"image {img['id']}: width and height must be integers"
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+        return "'annotations' must be a list of objects"
+    for a in anns:
+        box = a.get("bbox")
+        if box is not None and not (isinstance(box, list) and len(box) == 4 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+            return f"annotation {str(a.get('id'))[:20]}: bbox must be 4 finite numbers"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -264,7 +300,9 @@ def _f(v: float | None, digits: int = 3) -> str:
 
 
 def format_eval(result: dict[str, Any]) -> str:
-    """The tables a person reads: matching per dataset, then proposal rows, then segment rows."""
+    """The tables a person reads: matching per dataset, then proposal rows, then segment rows (every string from
+    the dataset or the annotations with its control characters escaped)."""
+    result = printable_values(result)
     several = len(result["datasets"]) > 1
     lines = [f"annotations {result['annotations']}"]
     for d in result["datasets"]:

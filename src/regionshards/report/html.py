@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .dataset import check_filter, choose_samples, open_report_dataset
+from .dataset import check_filter, choose_samples, naming, open_report_dataset
 from .evaluate import evaluate
 from .overlay import render_overlay
 from .plots import render_plots
@@ -143,7 +143,8 @@ def render_report(path: str | os.PathLike[str], *, annotations: str | os.PathLik
                     f"right: {_esc(shown)}.</p><div class=grid>")
         for sample in samples:
             buf = io.BytesIO()
-            render_overlay(sample, filter_name).save(buf, format="JPEG", quality=88)
+            with naming(sample):
+                render_overlay(sample, filter_name).save(buf, format="JPEG", quality=88)
             body.append(_figure(data_uri(buf.getvalue(), "image/jpeg"), f"overlay {sample.key}", sample.key))
         body.append("</div>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

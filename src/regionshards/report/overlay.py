@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..images import decode_image
 from ..proposals import decode_segments
-from .dataset import ReportSample, check_filter, choose_samples, find_samples, open_report_dataset
+from ..shards.checks import printable
+from .dataset import ReportSample, check_filter, choose_samples, find_samples, naming, open_report_dataset
 
 GOLDEN = 0.6180339887498949
 _SAT = np.array([0.80, 0.55, 0.95])
@@ -167,7 +168,7 @@ def render_overlay(sample: ReportSample, filter_name: str | None = None, *, max_
     canvas = Image.new("RGB", (2 * dw + GAP, dh + GAP + CAPTION_LINE * len(lines) + 4), (255, 255, 255))
     canvas.paste(Image.fromarray(left), (0, 0))
     canvas.paste(right, (dw + GAP, 0))
-    draw_caption(canvas, lines, dh + GAP)
+    draw_caption(canvas, [printable(line) for line in lines], dh + GAP)  # dataset strings: escaped
     return canvas
 
 
@@ -202,6 +203,7 @@ def show(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, keys:
     paths = []
     for sample in samples:
         target = out / (f"{sample.key}-{filter_name}.png" if filter_name else f"{sample.key}.png")
-        target.write_bytes(overlay_png(sample, filter_name))
+        with naming(sample):
+            target.write_bytes(overlay_png(sample, filter_name))
         paths.append(target)
     return paths

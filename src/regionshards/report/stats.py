@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..shards.checks import printable, printable_values
 from .dataset import ReportSample, iter_samples, open_report_dataset, read_summary, recorded_filters
 from .sketch import Sketch
 
@@ -48,26 +49,47 @@ class Distribution:
     plot: bool = True
 
 
+_COVERAGE_CELLS = 1 << 22  # grid cells held at once by box_coverage (16 MiB of int32)
+
+
 def box_coverage(boxes: np.ndarray, height: int, width: int) -> float:
     """Fraction of the image's pixels inside at least one box; exact (union over compressed coordinates).
 
+    Boxes are clipped to the image first, so the compressed grid has at most (W + 1) x (H + 1) cells whatever
+    the boxes say; it is swept in bands of rows holding at most ``_COVERAGE_CELLS`` cells, so memory stays
+    bounded (never a (2N)² grid) and time is at most proportional to the image's pixels.
+
     Args:
-        boxes: (N, 4) pixel-covering ``[x, y, w, h]`` inside the image; N may be 0.
+        boxes: (N, 4) pixel-covering ``[x, y, w, h]``; N may be 0.
     """
     b = np.asarray(boxes, np.int64).reshape(-1, 4)
-    if b.shape[0] == 0:
+    x0, y0 = np.clip(b[:, 0], 0, width), np.clip(b[:, 1], 0, height)
+    x1, y1 = np.clip(b[:, 0] + b[:, 2], 0, width), np.clip(b[:, 1] + b[:, 3], 0, height)
+    keep = (x1 > x0) & (y1 > y0)
+    if not keep.any():
         return 0.0
-    x0, y0 = b[:, 0], b[:, 1]
-    x1, y1 = x0 + b[:, 2], y0 + b[:, 3]
+    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
     xs, ys = np.unique(np.concatenate([x0, x1])), np.unique(np.concatenate([y0, y1]))
     ix0, ix1, iy0, iy1 = (np.searchsorted(a, v) for a, v in ((xs, x0), (xs, x1), (ys, y0), (ys, y1)))
-    diff = np.zeros((ys.size, xs.size), np.int32)
-    np.add.at(diff, (iy0, ix0), 1)
-    np.add.at(diff, (iy0, ix1), -1)
-    np.add.at(diff, (iy1, ix0), -1)
-    np.add.at(diff, (iy1, ix1), 1)
-    covered = diff.cumsum(0).cumsum(1)[:-1, :-1] > 0
-    area = (np.diff(ys)[:, None] * np.diff(xs)[None, :])[covered].sum()
+    # Events of a 2-D difference array, sorted by row: +1 at (y0, x0) and (y1, x1), -1 at (y0, x1) and (y1, x0).
+    rows = np.concatenate([iy0, iy0, iy1, iy1])
+    cols = np.concatenate([ix0, ix1, ix0, ix1])
+    signs = np.repeat(np.array([1, -1, -1, 1], np.int32), iy0.size)
+    order = np.argsort(rows, kind="stable")
+    rows, cols, signs = rows[order], cols[order], signs[order]
+    widths, heights = np.diff(xs), np.diff(ys)
+    band = max(1, _COVERAGE_CELLS // xs.size)
+    carry = np.zeros(xs.size, np.int32)  # running column sums of the rows above the band
+    area = 0
+    for top in range(0, ys.size - 1, band):
+        bottom = min(top + band, ys.size - 1)
+        lo, hi = np.searchsorted(rows, [top, bottom])
+        diff = np.zeros((bottom - top, xs.size), np.int32)
+        np.add.at(diff, (rows[lo:hi] - top, cols[lo:hi]), signs[lo:hi])
+        counts = carry + diff.cumsum(1).cumsum(0)
+        carry = counts[-1]
+        covered = counts[:, :-1] > 0
+        area += int((heights[top:bottom, None] * widths[None, :])[covered].sum())
     return float(area) / (height * width)
 
 
@@ -88,7 +110,9 @@ class DatasetStats:
              series: str = "", per: str = "images") -> Distribution:
         """The distribution ``key``, created on first use."""
         if key not in self.distributions:
-            self.distributions[key] = Distribution(key, title, unit, Sketch(integer), log, figure or key, series, per)
+            # titles and legends carry dataset strings (method, variant, filter names): escaped for terminals/plots
+            self.distributions[key] = Distribution(key, printable(title), unit, Sketch(integer), log, figure or key,
+                                                   printable(series), per)
         return self.distributions[key]
 
     def add(self, sample: ReportSample) -> None:
@@ -237,8 +261,9 @@ def _fmt(v: Any) -> str:
 
 
 def format_stats(stats: DatasetStats) -> str:
-    """The report a person reads: counts, methods, throughput, then one row per distribution."""
-    j = stats.to_json()
+    """The report a person reads: counts, methods, throughput, then one row per distribution (every string from
+    the dataset with its control characters escaped)."""
+    j = printable_values(stats.to_json())
     im = j["images"]
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(im["failure_reasons"].items()))
     lines = [

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..images import decode_image
-from .dataset import ReportSample
+from .dataset import ReportSample, naming
 from .overlay import (
     CAPTION_LINE,
     GAP,
@@ -182,6 +182,7 @@ def show_views(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     paths = []
     for sample in samples:
         target = out / f"{sample.key}-views.png"
-        target.write_bytes(views_png(sample, cfg, seed))
+        with naming(sample):
+            target.write_bytes(views_png(sample, cfg, seed))
         paths.append(target)
     return paths

@@ -6,7 +6,6 @@ listed in ``docs/format.md``.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
 
 from ..proposals import decode_segments, segment_areas, segment_bboxes
 from .keys import member_sort_key
-from .sample import JSON_FIELD, image_extension, members_to_sample, schema_errors
+from .sample import JSON_FIELD
 from .tario import Member, split_name
+from .validate import DEFAULT_LIMITS, Limits
+from .validate import check_sample as validate_sample
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,30 @@ class Finding:
         return _printable(f"{self.code:<24} {where + ': ' if where else ''}{self.message}")
 
 
-def _printable(text: str) -> str:
-    """Escape control characters: a hostile member name must not forge lines in a report."""
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: control and other non-printable characters (ANSI escapes, carriage
+    returns, newlines unless ``keep_newlines``) become visible escapes, so a dataset's strings can neither
+    forge lines in a report nor drive the terminal."""
+    if text.isprintable():
+        return text
+    if keep_newlines:
+        return "\n".join(printable(line) for line in text.split("\n"))
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_printable = printable
+
+
+def printable_values(obj: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, tuples of str/numbers) with every string, keys included,
+    passed through ``printable``: for formatting tables from dataset strings (names, reasons, methods)."""
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {printable_values(k): printable_values(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(printable_values(v) for v in obj)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -50,115 +71,44 @@ class SampleInfo:
     meta: Mapping[str, Any] | None
 
 
-def _image_findings(meta: Mapping[str, Any], field: str, data: bytes, shard: str, name: str) -> list[Finding]:
-    img = meta["image"]
-    out = []
-    if img["field"] != field:
-        out.append(Finding("image-mismatch", shard, name, f"JSON names image field {img['field']!r}"))
-    if img["bytes"] != len(data):
-        out.append(Finding("image-mismatch", shard, name, f"{len(data)} bytes, JSON says {img['bytes']}"))
-    try:
-        with Image.open(io.BytesIO(data)) as pil:  # header only: format and size, no pixel decoding
-            fmt, size = pil.format, pil.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        return [*out, Finding("image-unreadable", shard, name, f"not a readable image: {exc}")]
-    if fmt != img["format"] or image_extension(fmt or "") != field:
-        out.append(Finding("image-mismatch", shard, name, f"sniffed format {fmt}, JSON {img['format']}, "
-                                                          f"member extension {field!r}"))
-    if size != (img["width"], img["height"]):
-        out.append(Finding("image-mismatch", shard, name,
-                           f"stored image is {size[0]}x{size[1]}, JSON says {img['width']}x{img['height']}"))
-    return out
-
-
 def _partition_findings(part: Mapping[str, Any], what: str, h: int, w: int, shard: str, name: str) -> list[Finding]:
-    """RLEs of size [H, W] that partition the image, with the stored areas and boxes."""
+    """Deep checks of a validated partition (sizes, lengths and run sums already hold): the RLEs tile the image
+    and the stored areas and boxes are theirs."""
     rles = part["rles"]
-    bad_size = [i for i, r in enumerate(rles) if r["size"] != [h, w]]
-    if bad_size:
-        return [Finding("rle-size", shard, name, f"{what} segment {bad_size[0]} has size "
-                                                 f"{rles[bad_size[0]]['size']}, the image is {[h, w]}")]
-    try:
-        areas = segment_areas(rles)
-    except ValueError as exc:
-        return [Finding("rle-invalid", shard, name, f"{what}: {exc}")]
-    if int(areas.sum()) != h * w:
-        return [Finding("rle-area", shard, name, f"{what} areas sum to {int(areas.sum())}, not H*W = {h * w}")]
     out = []
     try:
         decode_segments(rles)
     except ValueError as exc:
         out.append(Finding("rle-invalid", shard, name, f"{what} do not partition the image: {exc}"))
-    if len(part["areas"]) != len(rles) or areas.tolist() != part["areas"]:
+        return out
+    areas = segment_areas(rles)
+    if int(areas.sum()) != h * w:
+        return [Finding("rle-area", shard, name, f"{what} areas sum to {int(areas.sum())}, not H*W = {h * w}")]
+    if areas.tolist() != part["areas"]:
         out.append(Finding("area-mismatch", shard, name, f"{what} areas differ from their RLEs"))
-    if len(part["bboxes"]) != len(rles) or segment_bboxes(rles).astype(np.int64).tolist() != part["bboxes"]:
+    if segment_bboxes(rles).astype(np.int64).tolist() != part["bboxes"]:
         out.append(Finding("bbox-mismatch", shard, name, f"{what} bboxes differ from their RLEs"))
     return out
 
 
-def _proposal_findings(props: Mapping[str, Any], h: int, w: int, shard: str, name: str) -> list[Finding]:
-    boxes = np.asarray(props["boxes"], dtype=np.int64).reshape(-1, 4)
-    n = boxes.shape[0]
-    out = []
-    if not len(props["sizes"]) == len(props["levels"]) == n:
-        out.append(Finding("length-mismatch", shard, name, f"{n} proposal boxes, {len(props['sizes'])} sizes, "
-                                                            f"{len(props['levels'])} levels"))
-    outside = np.flatnonzero((boxes[:, 0] + boxes[:, 2] > w) | (boxes[:, 1] + boxes[:, 3] > h))
-    if outside.size:
-        out.append(Finding("box-outside-image", shard, name, f"{outside.size} proposal box(es) leave the {w}x{h} "
-                                                             f"image, e.g. {boxes[outside[0]].tolist()}"))
-    for fname, f in props["filters"].items():
-        keep = f["keep"]
-        if keep and (keep[-1] >= n or any(b <= a for a, b in zip(keep, keep[1:], strict=False))):
-            out.append(Finding("filter-index", shard, name,
-                               f"filter {fname} keep list is not ascending unique indices in 0..{n - 1}"))
-    return out
+def check_sample(
+    key: str, members: Sequence[Member], config_hash: str, shard: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Finding], Any]:
+    """All checks of one sample's members; returns ``(findings, parsed JSON or None)``.
 
-
-def _meta_findings(meta: Any, key: str, config_hash: str, shard: str, name: str) -> list[Finding]:
-    errors = schema_errors(meta)
-    if errors:
-        return [Finding("schema", shard, name, "; ".join(errors))]
-    out = []
-    if meta["key"] != key:
-        out.append(Finding("key-mismatch", shard, name, f"JSON key {meta['key']!r} in member of key {key!r}"))
-    if meta["config_hash"] != config_hash:
-        out.append(Finding("config-hash-mismatch", shard, name, f"sample config_hash {meta['config_hash'][:12]}…, "
-                                                                f"manifest {config_hash[:12]}…"))
-    return out
-
-
-def check_sample(key: str, members: Sequence[Member], config_hash: str, shard: str) -> tuple[list[Finding], Any]:
-    """All checks of one sample's members; returns ``(findings, parsed JSON or None)``."""
-    fields = {split_name(m.name)[1]: m for m in members}
-    json_member = fields.pop(JSON_FIELD, None)
-    if json_member is None:
-        return [Finding("missing-member", shard, members[0].name, f"sample {key!r} has no {key}.json")], None
-    name = json_member.name
-    try:
-        meta = members_to_sample(key, [(JSON_FIELD, json_member.data or b"")])[JSON_FIELD]
-    except ValueError as exc:
-        return [Finding("bad-json", shard, name, str(exc))], None
-    found = _meta_findings(meta, key, config_hash, shard, name)
-    if found:
+    ``validate.check_sample`` decides first (limits, schema, sizes against the image, run sums, boxes); only a
+    sample whose structure it trusts is decoded for the partition checks.
+    """
+    fields = {split_name(m.name)[1]: m.data or b"" for m in members}
+    meta, problems = validate_sample(key, fields, limits, config_hash, full_schema=True)
+    found = [Finding(p.code, shard, f"{key}.{p.field}", p.message) for p in problems]
+    if meta is None:
         return found, None
-    image_field = meta["image"]["field"]
-    extra = sorted(set(fields) - {image_field})
-    if extra:
-        found.append(Finding("unexpected-member", shard, f"{key}.{extra[0]}", "not a member of this format"))
-    image = fields.get(image_field)
-    if image is None:
-        return [*found, Finding("missing-member", shard, name, f"no image member {key}.{image_field}")], meta
-    found += _image_findings(meta, image_field, image.data or b"", shard, image.name)
+    name = f"{key}.{JSON_FIELD}"
     h, w = meta["image"]["height"], meta["image"]["width"]
     for what in ("segments", "ground_truth"):
         if meta[what] is not None:
             found += _partition_findings(meta[what], what, h, w, shard, name)
-    gt = meta["ground_truth"]
-    if gt is not None and not len(gt["annotation_ids"]) == len(gt["category_ids"]) == len(gt["rles"]):
-        found.append(Finding("length-mismatch", shard, name, "ground-truth ids and segments differ in number"))
-    if meta["proposals"] is not None:
-        found += _proposal_findings(meta["proposals"], h, w, shard, name)
     return found, meta
 
 

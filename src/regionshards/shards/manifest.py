@@ -22,10 +22,11 @@ from typing import Any
 import fastjsonschema
 
 from .. import __version__
-from ._fs import atomic_write_bytes, open_input
+from ._fs import NotARegularFile, atomic_write_bytes, open_input, read_capped
 from .sample import FORMAT_VERSION
 
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 30  # read no more than this (a manifest of 10^6 shards is ~500 MB)
 FORMAT_NAME = "regionshards"
 
 
@@ -166,12 +167,14 @@ def read_manifest(source: str | Path) -> dict[str, Any]:
         ManifestError: unreadable JSON, a format version this reader does not know, or any problem listed by
             ``manifest_problems`` (the message names the file).
     """
-    with open_input(source) as f:
-        raw = f.read()
+    from .validate import Limits, load_json  # validate imports sample, as this module does
+
     try:
-        manifest = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{source}: not valid JSON: {exc}") from None
+        with open_input(source) as f:
+            raw = read_capped(f, MAX_MANIFEST_BYTES, str(source))
+        manifest = load_json(raw, Limits(max_json_bytes=MAX_MANIFEST_BYTES))
+    except (NotARegularFile, ValueError) as exc:  # a FIFO or device; too large, too deep or not JSON
+        raise ManifestError(f"{source}: {exc}") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise ManifestError(f"{source}: format_version {version!r}; this reader knows {FORMAT_VERSION}")

@@ -3,7 +3,10 @@
 Samples are WebDataset-shaped dicts: ``{"__key__": key, "__url__": shard, "json": dict, "jpg": bytes}``. Only
 JSON is parsed (``json.loads``); nothing is unpickled, and members with pickle-capable extensions are refused
 before their bytes are read. Member checks are ``tario.iter_members``'s (names, types, sizes, header
-checksums); on top, a key may appear in one run of members only and a field once per sample.
+checksums, nothing but zeros after the end-of-archive marker); on top, a key may appear in one run of members
+only and a field once per sample, and every sample passes the validating parser (``validate.check_sample``:
+JSON limits, schema, sizes against the image header and a pixel cap, RLE run sums, boxes) before it is
+yielded. Local shards must be regular files; a shard read to its end short of its manifest count is an error.
 
 Errors are ``ShardError`` naming the shard and member. Without a handler the first one is raised. With a
 handler (``Recorder()`` or any callable taking the error) it is called and the reader skips: a refused member
@@ -16,16 +19,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from ._fs import join_url, local_path, open_input, parent_url
+from ._fs import NotARegularFile, file_problem, join_url, local_path, open_input, parent_url
 from .index import read_index
-from .manifest import MANIFEST_NAME, read_manifest
-from .sample import members_to_sample
+from .manifest import MANIFEST_NAME, ManifestError, read_manifest
+from .sample import JSON_FIELD, is_json_field, members_to_sample
 from .tario import DEFAULT_MAX_MEMBER_BYTES, Member, ShardError, iter_members, split_name
+from .validate import DEFAULT_LIMITS, Limits, SampleError, check_sample, dataset_limits
 
 Handler = Callable[[ShardError], Any]
 
@@ -73,8 +76,10 @@ def iter_sample_members(
         try:
             member = next(members, None)
         except ShardError as exc:
-            # Damage inside a member of the next key leaves the current sample whole: keep it.
-            if exc.member is not None and split_name(exc.member)[0] != key and key is not None and not poisoned:
+            # Damage inside a member of the next key, or after the last member read (data after a zero block),
+            # leaves the current sample as read: keep it (the sample check still refuses it if incomplete).
+            after = exc.code == "data-after-end" or (exc.member is not None and split_name(exc.member)[0] != key)
+            if after and key is not None and group and not poisoned:
                 yield key, group
             raise
         if member is None:
@@ -100,6 +105,26 @@ def iter_sample_members(
         yield key, group
 
 
+def _sample(key: str, members: list[Member], url: str, parse_json: bool, validate: bool, limits: Limits,
+            config_hash: str | None) -> dict[str, Any] | ShardError:
+    """One sample dict from its members, or the ``ShardError`` (naming shard and member) that refuses it."""
+    fields = {split_name(m.name)[1]: m.data or b"" for m in members}
+    if validate:
+        meta, problems = check_sample(key, fields, limits, config_hash)
+        if problems:
+            p = problems[0]
+            return ShardError(p.code, url, f"{key}.{p.field}", p.message)
+        sample: dict[str, Any] = {"__key__": key, **fields}
+        if parse_json:
+            sample[JSON_FIELD] = meta
+        return sample
+    try:
+        return members_to_sample(key, list(fields.items()), parse_json, limits)
+    except SampleError as exc:
+        member = next((f"{key}.{f}" for f in fields if is_json_field(f)), key)
+        return ShardError(exc.code, url, member, str(exc))
+
+
 def iter_shard(
     url: str | os.PathLike[str],
     *,
@@ -107,15 +132,26 @@ def iter_shard(
     parse_json: bool = True,
     expected_sha256: str | None = None,
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    validate: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
+    expected_samples: int | None = None,
+    config_hash: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the samples of one shard (see the module docstring for errors and ``handler``).
 
     Args:
-        url: local path, ``file://`` URL or any ``pyarrow.fs`` URI of a ``.tar`` shard.
-        parse_json: False keeps JSON members as bytes (fastest).
+        url: local path, ``file://`` URL or any ``pyarrow.fs`` URI of a ``.tar`` shard (a local one must be a
+            regular file: FIFOs, devices and symlinks to them are refused, code ``not-regular-file``).
+        parse_json: False keeps JSON members as bytes (they are still parsed once to be validated).
         expected_sha256: when given, the whole shard is hashed first and nothing is yielded on a mismatch
             (one extra read of the shard).
         max_member_bytes: members larger than this are refused without being read.
+        validate: True (the default) checks every sample with ``validate.check_sample`` (schema, sizes against
+            the image header and ``limits``, run sums, boxes) and refuses it with the problem's code; False
+            reads any WebDataset-style sample, applying only the JSON limits.
+        expected_samples: the manifest's sample count; reading to the end of the shard with a different count
+            (and no other error) is an error, ``count-mismatch``.
+        config_hash: when given, every sample's ``config_hash`` must equal it.
     """
     url = os.fspath(url)
     reported: set[int] = set()
@@ -124,6 +160,7 @@ def iter_shard(
         reported.add(id(error))  # so an error re-raised by the handler is not handled twice
         (handler or _raise)(error)
 
+    read = 0
     try:
         if expected_sha256 is not None:
             actual = shard_sha256(url)
@@ -132,21 +169,24 @@ def iter_shard(
                 return
         with open_input(url) as f:
             for key, members in iter_sample_members(f, url, report, max_member_bytes):
-                fields = [(split_name(m.name)[1], m.data or b"") for m in members]
-                try:
-                    sample = members_to_sample(key, fields, parse_json)
-                except ValueError as exc:
-                    member = next(m.name for m in members if m.name.endswith("json"))
-                    report(ShardError("bad-json", url, member, str(exc)))
+                sample = _sample(key, members, url, parse_json, validate, limits, config_hash)
+                if isinstance(sample, ShardError):
+                    report(sample)
                     continue
                 sample["__url__"] = url
+                read += 1
                 yield sample
     except ShardError as exc:
         if id(exc) in reported:
             raise
         report(exc)
+    except NotARegularFile as exc:
+        report(ShardError("not-regular-file", url, None, str(exc)))
     except OSError as exc:
         report(ShardError("unreadable", url, None, f"{type(exc).__name__}: {exc}"))
+    if expected_samples is not None and read != expected_samples and not reported:
+        report(ShardError("count-mismatch", url, None,
+                          f"read {read} samples to the end of the shard, the manifest promises {expected_samples}"))
 
 
 class ShardDataset:
@@ -165,39 +205,48 @@ class ShardDataset:
         handler: Handler | None = None,
         parse_json: bool = True,
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        validate: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.manifest: dict[str, Any] | None = None
         self._sha256: dict[str, str] = {}
+        self._samples: dict[str, int] = {}
         self._index_urls: list[str] = []
         if isinstance(source, str | os.PathLike):
             self._open_single(os.fspath(source))
         else:
             self.shards = [os.fspath(u) for u in source]
-            self._index_urls = [_index_url(u) for u in self.shards]
+            self._index_urls = [index_url(u) for u in self.shards]
         if verify_sha256 and self.manifest is None:
             raise ValueError("verify_sha256 needs a manifest: open the dataset folder or its manifest.json")
         self.verify_sha256 = verify_sha256
         self.handler = handler
         self.parse_json = parse_json
         self.max_member_bytes = max_member_bytes
+        self.validate = validate
+        self.limits = limits
 
     def _open_single(self, source: str) -> None:
         path = local_path(source)
         if path is not None and path.is_dir():
             manifest_url = str(path / MANIFEST_NAME)
-            if not Path(manifest_url).is_file():
+            problem = file_problem(manifest_url)
+            if problem == "missing":
                 raise FileNotFoundError(f"{source}: no {MANIFEST_NAME} (an unfinished build writes it last)")
+            if problem is not None:
+                raise ManifestError(f"{manifest_url}: {problem}, not a regular file; only regular files are read")
         elif source.endswith(".json"):
             manifest_url = source
         else:
             self.shards = [source]
-            self._index_urls = [_index_url(source)]
+            self._index_urls = [index_url(source)]
             return
         self.manifest = read_manifest(manifest_url)
         base = parent_url(manifest_url)
         self.shards = [join_url(base, s["name"]) for s in self.manifest["shards"]]
         self._index_urls = [join_url(base, s["index"]) for s in self.manifest["shards"]]
         self._sha256 = {join_url(base, s["name"]): s["sha256"] for s in self.manifest["shards"]}
+        self._samples = {join_url(base, s["name"]): int(s["samples"]) for s in self.manifest["shards"]}
 
     @property
     def num_samples(self) -> int | None:
@@ -212,21 +261,42 @@ class ShardDataset:
                 parse_json=self.parse_json,
                 expected_sha256=self._sha256.get(url) if self.verify_sha256 else None,
                 max_member_bytes=self.max_member_bytes,
+                validate=self.validate,
+                limits=dataset_limits(self.limits, self.manifest),
+                expected_samples=self._samples.get(url),
+                config_hash=None if self.manifest is None else self.manifest["config_hash"],
             )
 
     def index(self) -> pa.Table:
         """All shards' index rows (every input, failed ones included) with a ``shard`` column in front."""
         tables = []
         for shard, url in zip(self.shards, self._index_urls, strict=True):
-            with open_input(url) as f:
-                table = read_index(pa.BufferReader(f.read()))
+            table = read_index_url(url)
             tables.append(table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string())))
         if not tables:
             return pa.table({"shard": pa.array([], pa.string())})
         return pa.concat_tables(tables)
 
 
-def _index_url(shard_url: str) -> str:
+def read_index_url(url: str) -> pa.Table:
+    """The Parquet index at ``url`` (a local one must be a regular file), schema checked (``index.read_index``).
+
+    Raises:
+        ValueError: naming the file when it is not a regular file or not a valid index; OSError when unreadable.
+    """
+    try:
+        with open_input(url) as f:
+            data = f.read()
+    except NotARegularFile as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        return read_index(pa.BufferReader(data))
+    except ValueError as exc:  # its message names a buffer, not the file
+        raise ValueError(f"{url}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def index_url(shard_url: str) -> str:
+    """The Parquet index beside a ``.tar`` shard."""
     if not shard_url.endswith(".tar"):
         raise ValueError(f"shard {shard_url!r} must end with .tar")
     return shard_url[: -len(".tar")] + ".parquet"

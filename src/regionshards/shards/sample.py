@@ -218,19 +218,25 @@ def sample_to_members(sample: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     return members
 
 
-def members_to_sample(key: str, fields: Sequence[tuple[str, bytes]], parse_json: bool = True) -> dict[str, Any]:
-    """Inverse of ``sample_to_members`` for one key's ``(field, bytes)`` pairs.
+def members_to_sample(
+    key: str, fields: Sequence[tuple[str, bytes]], parse_json: bool = True, limits: Any = None
+) -> dict[str, Any]:
+    """Inverse of ``sample_to_members`` for one key's ``(field, bytes)`` pairs; JSON is parsed within ``limits``
+    (``validate.Limits``, default ``validate.DEFAULT_LIMITS``: size and nesting depth checked before parsing).
 
     Raises:
-        ValueError: a JSON field is not valid UTF-8 JSON (the message names ``<key>.<field>``).
+        validate.SampleError (a ValueError): a JSON field is too large, too deep or not valid UTF-8 JSON (the
+            message names ``<key>.<field>``).
     """
+    from .validate import DEFAULT_LIMITS, SampleError, load_json  # validate imports this module
+
     sample: dict[str, Any] = {"__key__": key}
     for field, data in fields:
         if parse_json and is_json_field(field):
             try:
-                sample[field] = json.loads(data)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{key}.{field}: invalid JSON: {exc}") from None
+                sample[field] = load_json(data, limits or DEFAULT_LIMITS)
+            except SampleError as exc:
+                raise SampleError(exc.code, f"{key}.{field}: {exc}") from None
         else:
             sample[field] = data
     return sample
@@ -266,9 +272,23 @@ def image_field(sample: Mapping[str, Any]) -> str:
     return sample[JSON_FIELD]["image"]["field"]
 
 
-def label_map(sample: Mapping[str, Any], which: str = "segments") -> np.ndarray:
-    """(H, W) int32 label map of a read sample's ``segments`` (or ``ground_truth``), without pycocotools."""
-    part = sample[JSON_FIELD][which]
+def label_map(sample: Mapping[str, Any], which: str = "segments", limits: Any = None) -> np.ndarray:
+    """(H, W) int32 label map of a read sample's ``segments`` (or ``ground_truth``), without pycocotools.
+
+    The sample's JSON is checked first (``validate.meta_problems``: schema shape, pixel cap of ``limits``, RLE
+    sizes equal to the image, counts length and run sums), so a dict that did not come from the validating
+    reader cannot make this allocate from a declared size.
+
+    Raises:
+        ValueError: the sample has no such partition, or the first problem found (naming the sample).
+    """
+    from .validate import DEFAULT_LIMITS, meta_problems  # validate imports this module
+
+    meta = sample[JSON_FIELD]
+    problems = meta_problems(meta, limits or DEFAULT_LIMITS, full_schema=False)
+    if problems:
+        raise ValueError(f"sample {sample.get('__key__')!r}: {problems[0].code}: {problems[0].message}")
+    part = meta[which]
     if part is None:
         raise ValueError(f"sample {sample.get('__key__')!r} has no {which}")
     return decode_segments(part["rles"])

@@ -212,6 +212,23 @@ class _Stream:
             self.read(step, member)
             n -= step
 
+    def check_end(self, previous: str | None) -> None:
+        """After the first zero block: everything to the end of the stream must be zeros.
+
+        A zeroed header in the middle of a shard looks like the end-of-archive marker; the members after it
+        would be lost without a word, so non-zero bytes after the marker are an error (``data-after-end``).
+        """
+        marker = self.offset - BLOCK
+        while chunk := self._f.read(1 << 20):
+            zeros = len(chunk) - len(chunk.lstrip(b"\0"))
+            if zeros != len(chunk):
+                at = self.offset + zeros
+                after = f"after member {previous!r}" if previous else "at the start"
+                raise ShardError("data-after-end", self.shard, previous,
+                                 f"non-zero byte at {at} after the end-of-archive marker at {marker} {after} "
+                                 "(a zeroed header, or data appended to the archive)")
+            self.offset += len(chunk)
+
     def read_header(self, previous: str | None) -> bytes | None:
         """The next header block, or None at the end-of-archive marker."""
         start = self.offset
@@ -275,8 +292,9 @@ def iter_members(
     not-regular-file, oversize) and its data skipped.
 
     Raises:
-        ShardError: ``truncated`` (the stream ends inside a member or before the end-of-archive marker) or
-            ``bad-header`` (checksum or field damage), naming the shard and the last good member.
+        ShardError: ``truncated`` (the stream ends inside a member or before the end-of-archive marker),
+            ``bad-header`` (checksum or field damage) or ``data-after-end`` (a non-zero byte after the first
+            zero block: a zeroed header or appended data), naming the shard and the last good member.
     """
     stream = _Stream(fileobj, shard)
     previous: str | None = None
@@ -285,6 +303,7 @@ def iter_members(
         header_offset = stream.offset
         block = stream.read_header(previous)
         if block is None:
+            stream.check_end(previous)
             return
         try:
             name, size, kind = _header_fields(block)

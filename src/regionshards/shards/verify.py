@@ -10,18 +10,19 @@ the image, filter indices are valid); each index against its tar's members and t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._fs import NotARegularFile, file_problem, open_regular, read_regular
 from .checks import Finding, SampleInfo, _printable, check_sample, reconcile_index
 from .index import read_index
-from .manifest import MANIFEST_NAME, manifest_problems, manifest_schema_errors
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, manifest_problems, manifest_schema_errors
 from .reader import Recorder, iter_sample_members
 from .sample import FORMAT_VERSION
 from .tario import DEFAULT_MAX_MEMBER_BYTES, ShardError, split_name
+from .validate import DEFAULT_LIMITS, Limits, check_summary, dataset_limits, load_json
 
 __all__ = ["Finding", "Report", "verify"]
 
@@ -61,23 +62,43 @@ class Report:
         return "\n".join(lines)
 
 
+MAX_SUMMARY_BYTES = 16 << 20
+SUMMARY_NAME = "summary.json"
+
+
 def _load_manifest(root: Path, manifest_path: Path, report: Report) -> dict[str, Any] | None:
-    if not manifest_path.is_file():
+    problem = file_problem(manifest_path)
+    if problem == "missing":
         report.add("manifest-missing", None, None, f"no {manifest_path.name} in {root} (unfinished build?)")
         return None
     try:
-        manifest = json.loads(manifest_path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        report.add("manifest-invalid", manifest_path.name, None, f"not valid JSON: {exc}")
+        manifest = load_json(read_regular(manifest_path, MAX_MANIFEST_BYTES))
+    except (OSError, ValueError) as exc:
+        report.add("manifest-invalid", manifest_path.name, None, str(exc))
         return None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        report.add("format-version", manifest_path.name, None, f"format_version {version!r}, expected {FORMAT_VERSION}")
+        what = "" if isinstance(manifest, dict) else f" (a JSON {type(manifest).__name__}, not an object)"
+        report.add("format-version", manifest_path.name, None,
+                   f"format_version {version!r}, expected {FORMAT_VERSION}{what}")
         return None
     structural = manifest_schema_errors(manifest)
     for problem in structural or manifest_problems(manifest):
         report.add("manifest-invalid", manifest_path.name, None, problem)
     return None if structural else manifest  # semantic problems still let the shards be checked
+
+
+def _summary_findings(root: Path, report: Report) -> None:
+    """``summary.json`` (the build's run report), when present, must be a JSON object of numbers."""
+    path = root / SUMMARY_NAME
+    if file_problem(path) == "missing":
+        return
+    try:
+        summary_problems = check_summary(load_json(read_regular(path, MAX_SUMMARY_BYTES)))
+    except (OSError, ValueError) as exc:
+        summary_problems = [str(exc)]
+    for problem in summary_problems:
+        report.add("summary-invalid", SUMMARY_NAME, None, problem)
 
 
 def _stray_files(root: Path, manifest: dict[str, Any], manifest_name: str, report: Report) -> None:
@@ -90,45 +111,63 @@ def _stray_files(root: Path, manifest: dict[str, Any], manifest_name: str, repor
 
 
 def _file_findings(path: Path, size: int, sha256: str, prefix: str, report: Report) -> bool:
-    """Existence, size and sha256 of one file against the manifest; True when it exists."""
-    if not path.is_file():
+    """Existence, kind, size and sha256 of one file against the manifest; True when it is a readable regular
+    file (FIFOs, devices and symlinks to them are never opened for reading)."""
+    problem = file_problem(path)
+    if problem == "missing":
         report.add(f"{prefix}-missing", path.name, None, "listed in the manifest but not in the folder")
         return False
-    actual = path.stat().st_size
-    if actual != size:
-        report.add(f"{prefix}-size-mismatch", path.name, None, f"{actual} bytes, manifest says {size}")
-        return True
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if problem is not None:
+        report.add("not-regular-file", path.name, None, f"{problem}; only regular files are read")
+        return False
+    try:
+        with open_regular(path) as f:
+            actual = os.fstat(f.fileno()).st_size
+            if actual != size:
+                report.add(f"{prefix}-size-mismatch", path.name, None, f"{actual} bytes, manifest says {size}")
+                return True
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        report.add("not-regular-file" if isinstance(exc, NotARegularFile) else "unreadable", path.name, None,
+                   str(exc))
+        return False
     if digest != sha256:
         report.add(f"{prefix}-sha256-mismatch", path.name, None, f"sha256 {digest[:16]}…, manifest {sha256[:16]}…")
     return True
 
 
-def _read_shard(path: Path, config_hash: str, report: Report, max_member_bytes: int) -> tuple[list[SampleInfo], bool]:
+def _read_shard(path: Path, config_hash: str, report: Report, max_member_bytes: int,
+                limits: Limits) -> tuple[list[SampleInfo], bool]:
     """Read a tar to its end; record member and sample findings; return the samples and whether it was whole."""
     recorder = Recorder()
     samples: list[SampleInfo] = []
     complete = True
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open_regular(path) as f:
             for key, members in iter_sample_members(f, path.name, recorder, max_member_bytes):
-                found, meta = check_sample(key, members, config_hash, path.name)
+                found, meta = check_sample(key, members, config_hash, path.name, limits)
                 report.findings.extend(found)
                 offsets = {split_name(m.name)[1]: (m.data_offset, m.size) for m in members}
                 samples.append(SampleInfo(key, offsets, meta))
-        except ShardError as exc:  # structural damage: recorded, and the rest of this shard is unreadable
-            recorder(exc)
-            complete = False
+    except ShardError as exc:  # structural damage: recorded, and the rest of this shard is unreadable
+        recorder(exc)
+        complete = False
+    except OSError as exc:
+        code = "not-regular-file" if isinstance(exc, NotARegularFile) else "unreadable"
+        recorder(ShardError(code, path.name, None, f"{type(exc).__name__}: {exc}"))
+        complete = False
     for err in recorder.errors:
         report.add(err.code, path.name, err.member, err.detail)
     report.samples_read += len(samples)
     return samples, complete
 
 
-def verify(path: str | os.PathLike[str], *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Report:
+def verify(
+    path: str | os.PathLike[str], *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, limits: Limits = DEFAULT_LIMITS
+) -> Report:
     """Verify a dataset: ``path`` is its folder or its ``manifest.json``. Never raises for a bad dataset;
-    every problem is a finding in the returned ``Report`` (exit status 0 of the CLI only when none)."""
+    every problem is a finding in the returned ``Report`` (exit status 0 of the CLI only when none).
+    ``limits`` are the validating parser's (``validate.Limits``: JSON size and depth, pixel cap)."""
     p = Path(path)
     root, manifest_path = (p, p / MANIFEST_NAME) if p.is_dir() else (p.parent, p)
     report = Report(str(p))
@@ -143,13 +182,15 @@ def verify(path: str | os.PathLike[str], *, max_member_bytes: int = DEFAULT_MAX_
         f"{totals['samples']} sample(s), {totals['bytes']} bytes"
     )
     _stray_files(root, manifest, manifest_path.name, report)
+    _summary_findings(root, report)
     for entry in manifest["shards"]:
         report.shards += 1
         tar_path, index_path = root / entry["name"], root / entry["index"]
         has_tar = _file_findings(tar_path, entry["bytes"], entry["sha256"], "shard", report)
         has_index = _file_findings(index_path, entry["index_bytes"], entry["index_sha256"], "index", report)
         samples, complete = (
-            _read_shard(tar_path, manifest["config_hash"], report, max_member_bytes) if has_tar else ([], False)
+            _read_shard(tar_path, manifest["config_hash"], report, max_member_bytes, dataset_limits(limits, manifest))
+            if has_tar else ([], False)
         )
         if not has_index:
             continue
