@@ -6,13 +6,16 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..images import DEFAULT_MAX_PIXELS
 from ..proposals import NAMED_FILTERS
-from ..report.preview import ProposalConfig, Summary, preview
 from .options import method_options
+
+if TYPE_CHECKING:  # report.preview loads numba and scipy: imported when the command runs, not for --help
+    from ..report.preview import ProposalConfig, Summary
 
 
 @click.command("proposals")
@@ -31,6 +34,8 @@ def proposals_command(paths, out, annotations, segments, fh_backend, fh_scale, f
 
     Failed inputs are reported with their reason, and the exit status is 1 when any input failed.
     """
+    from ..report.preview import ProposalConfig, Summary, preview
+
     config = ProposalConfig(
         segments=segments, fh_scale=fh_scale, fh_sigma=fh_sigma, fh_min_size=fh_min_size, fh_backend=fh_backend,
         proposals=proposals_variant, ss_scale=ss_scale, ss_sigma=ss_sigma, ss_min_size=ss_min_size,
