@@ -110,7 +110,6 @@ def test_ray_dataset_gives_rgb_images_keys_labels_and_json(tiny_dataset: Path, r
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 def test_ray_dataset_reads_coco_builds_and_refuses_damaged_shards(tmp_path: Path, ray_local) -> None:
     from fixtures.tiny_build import build_dataset, coco_inputs
-
     from regionshards.shards import ShardError, ray_dataset
 
     out = tmp_path / "coco"
