@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-SHELL = {"bash", "sh", "shell", "console"}
+SHELL = {"bash", "sh", "shell"}  # not `console`: its lines carry prompts and output
 PYTHON = {"python", "py", "python3"}
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
 _IGNORE = shutil.ignore_patterns(".git", ".venv", "out", "runs", "__pycache__", "*.egg-info", ".pytest_cache",

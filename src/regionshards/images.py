@@ -59,7 +59,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageError("not-an-image", str(exc)) from exc
+        # PIL's message names the BytesIO object by its memory address: the detail goes into the index, whose
+        # bytes must not change from one run to the next.
+        raise ImageError("not-an-image", "cannot identify image file: no format PIL knows matches the bytes") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError("too-many-pixels", str(exc)) from exc
     except (OSError, SyntaxError, ValueError) as exc:
