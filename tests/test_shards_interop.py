@@ -104,7 +104,7 @@ def test_ray_dataset_gives_rgb_images_keys_labels_and_json(tiny_dataset: Path, r
         assert row["json"] == meta and row["__url__"] == sample["__url__"]
     assert modes == {"L", "RGB"}  # grey and colour in one tensor column: Ray's default decoder cannot do this
     raw = ray_dataset(tiny_dataset, decode=False, verify_sha256=True).take(1)[0]
-    assert "image" not in raw and bytes(raw["jpg"]) == ours[0]["jpg"]
+    assert "image" not in raw and bytes(raw["image_bytes"]) == ours[0]["jpg"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -126,6 +126,34 @@ def test_ray_dataset_reads_coco_builds_and_refuses_damaged_shards(tmp_path: Path
     assert isinstance(info.value, ShardError) or "ShardError" in str(info.value)
     with pytest.raises(FileNotFoundError, match="manifest"):
         ray_dataset(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+def test_ray_dataset_mixes_formats_and_modes_in_one_shard(tmp_path: Path, ray_local) -> None:
+    import io
+
+    from PIL import Image
+
+    from fixtures.tiny_build import TinyInput, build_dataset, jpeg_bytes, small_photo
+    from regionshards.shards import Source, ray_dataset
+
+    def png(img: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    inputs = [TinyInput(Source("a/colour.jpg", None, 0, "a"), jpeg_bytes(small_photo("chelsea"))),
+              TinyInput(Source("a/grey.png", None, 0, "a"), png(small_photo("coins"))),
+              TinyInput(Source("a/alpha.png", None, 0, "a"), png(small_photo("coffee").convert("RGBA")))]
+    out = tmp_path / "mixed"
+    build_dataset(out, inputs, shard_size=3)
+    ours = {s["__key__"]: s for s in open_dataset(out)}
+    rows = ray_dataset(out).take_all()
+    assert {r["json"]["image"]["mode"] for r in rows} == {"RGB", "L", "RGBA"}
+    for row in rows:
+        np.testing.assert_array_equal(row["image"], _expected_rgb(ours[row["__key__"]]))
+    raw = ray_dataset(out, decode=False).take_all()
+    assert {bytes(r["image_bytes"])[:4] for r in raw} == {b"\xff\xd8\xff\xe0", b"\x89PNG"}
 
 
 def test_importing_the_shards_package_does_not_import_ray() -> None:

@@ -40,7 +40,7 @@ class _ShardRows:
                 # masks and boxes align with these pixels.
                 row["image"] = decode_image(data, self.max_pixels).rgb
             else:
-                row[field] = data
+                row["image_bytes"] = data  # one column whatever the format (json.image.format names it)
             yield row
 
 
@@ -57,8 +57,8 @@ def ray_dataset(
     source has no classes), ``class_name``, ``json`` (the sample JSON as a dict: ``segments.rles``,
     ``proposals.boxes``, ``proposals.filters``, ``ground_truth`` ... — ``docs/format.md`` §4) and ``image``:
     (H, W, 3) uint8 RGB, pixels as stored (EXIF orientation ignored, like the build; decoded with the build's
-    ``max_pixels`` unless given). With ``decode=False`` the
-    original image bytes are kept under their extension (``jpg``, ``png`` ...) instead of ``image``.
+    ``max_pixels`` unless given). With ``decode=False`` the original image bytes, unchanged, are in
+    ``image_bytes`` instead (one column for every format; ``json["image"]["format"]`` names it).
 
     Imports ray (the ``ray[data]`` dependency) on call; Ray starts a local instance on first use unless
     ``ray.init`` was called. Nothing is read until the dataset is consumed, except the manifest, which is
