@@ -61,7 +61,8 @@ def ray_dataset(
     ``image_bytes`` instead (one column for every format; ``json["image"]["format"]`` names it).
 
     Imports ray (the ``ray[data]`` dependency) on call; Ray starts a local instance on first use unless
-    ``ray.init`` was called. Nothing is read until the dataset is consumed, except the manifest, which is
+    ``ray.init`` was called. Ray's workers import ``regionshards`` to read the shards: on a cluster it must be
+    installed on every node, as for ``regionshards build``. Nothing is read until the dataset is consumed, except the manifest, which is
     checked here.
 
     Raises:
