@@ -184,6 +184,8 @@ def test_the_docs_link_only_inside_the_repository() -> None:
     for doc in docs:
         text = doc.read_text(encoding="utf-8")
         assert "../shared" not in text, f"{doc.relative_to(ROOT)} refers to a folder a clone does not have"
+        outside = re.search(r"\bseeds?/|\bseed 0\d\d\b", text)
+        assert not outside, f"{doc.relative_to(ROOT)} cites {outside.group()!r}, a file outside the repository"
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+:", target) or target.startswith("#"):
                 continue  # a web address or an anchor in the same page
