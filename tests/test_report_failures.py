@@ -104,3 +104,11 @@ def test_an_index_replaced_by_a_fifo_or_grown_is_refused_without_reading_it(data
     os.mkfifo(index)
     with pytest.raises(ValueError, match=rf"{index.name}: not a regular file"):
         list(iter_failures(dataset_copy))
+
+
+def test_an_index_declared_over_the_limit_is_not_read(dataset_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from regionshards.report import failures
+
+    monkeypatch.setattr(failures, "MAX_INDEX_BYTES", 1000)  # the real limit is 1 GiB: a smaller one stands in
+    with pytest.raises(ValueError, match=r"shard-\d{6}\.parquet: the manifest declares \d+ bytes, over the 1000-byte"):
+        list(iter_failures(dataset_copy))

@@ -21,6 +21,7 @@ from ..shards._fs import join_url, local_path, open_input, parent_url
 from ..shards.index import read_index
 from .dataset import open_report_dataset
 
+MAX_INDEX_BYTES = 1 << 30  # a shard of a million inputs has a ~100 MB index; a larger claim is a forged manifest
 _COLUMNS = ("key", "status", "reason", "detail", "source_path", "image_id", "class_name")
 
 
@@ -80,6 +81,9 @@ def _failures(ds: ShardDataset) -> Iterator[Failure]:
 def _read(url: str, size: int) -> pa.Table:
     """The index at ``url``, whose manifest entry says it has ``size`` bytes: only a regular file is opened,
     and no more than ``size + 1`` bytes are read, whatever the file claims."""
+    if size > MAX_INDEX_BYTES:
+        raise ValueError(f"{url}: the manifest declares {size} bytes, over the {MAX_INDEX_BYTES}-byte limit of an "
+                         "index (≈ 100 bytes per input)")
     path = local_path(url)
     if path is not None and not stat.S_ISREG(os.stat(path).st_mode):
         raise ValueError(f"{url}: not a regular file")

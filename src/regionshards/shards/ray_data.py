@@ -62,8 +62,8 @@ def ray_dataset(
 
     Imports ray (the ``ray[data]`` dependency) on call; Ray starts a local instance on first use unless
     ``ray.init`` was called. Ray's workers import ``regionshards`` to read the shards: on a cluster it must be
-    installed on every node, as for ``regionshards build``. Nothing is read until the dataset is consumed, except the manifest, which is
-    checked here.
+    installed on every node, as for ``regionshards build``. Nothing is read until the dataset is consumed, except
+    the manifest, which is checked here.
 
     Raises:
         FileNotFoundError, ManifestError: ``path`` is not a finished build (from ``open_dataset``).
