@@ -68,6 +68,9 @@ def test_bad_bytes_have_reasons(data: bytes, reason: str) -> None:
     with pytest.raises(ImageError) as info:
         decode_image(data)
     assert info.value.reason == reason
+    with pytest.raises(ImageError) as again:
+        decode_image(bytes(data))
+    assert again.value.detail == info.value.detail and " at 0x" not in info.value.detail  # a stable detail
 
 
 def test_truncated_jpeg(rgb: np.ndarray) -> None:

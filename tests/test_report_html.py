@@ -134,3 +134,12 @@ def test_report_command(tmp_path: Path) -> None:
     assert result.output.strip() == f"wrote {out}" and "<h3>Proposals</h3>" in out.read_text(encoding="utf-8")
     result = CliRunner().invoke(main, ["report", str(ds), "--out", str(out), "--filter", "nope"])
     assert result.exit_code == 1 and "unknown filter 'nope'" in result.output
+
+
+def test_the_summary_text_wraps_instead_of_overflowing_the_page(report: tuple[Path, Path]) -> None:
+    page = report[0].read_text(encoding="utf-8")
+    assert "<pre>" in page
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    rule = re.search(r"(?:^|})\s*pre\{([^}]*)\}", style)
+    assert rule, "no rule for <pre>: a long summary line would widen the page beyond the viewport"
+    assert "white-space:pre-wrap" in rule.group(1) and "overflow-wrap:anywhere" in rule.group(1)

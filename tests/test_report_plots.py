@@ -6,12 +6,14 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from regionshards.cli.main import main
-from regionshards.report.plots import make_figure, render_plots, write_plots
-from regionshards.report.stats import compute_stats
+from regionshards.report.plots import _edges, make_figure, render_plots, write_plots
+from regionshards.report.sketch import Sketch
+from regionshards.report.stats import Distribution, compute_stats
 
 
 def test_figures_read_on_their_own_and_count_every_value(tiny_dataset: Path) -> None:
@@ -54,3 +56,28 @@ def test_plot_command(tiny_dataset: Path, tmp_path: Path) -> None:
     assert all(Image.open(io.BytesIO(Path(p).read_bytes())).format == "PNG" for p in listed)
     result = CliRunner().invoke(main, ["plot", str(tmp_path / "none"), "--out", str(tmp_path / "p")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def _integer_distribution(values: list[int], series: str = "") -> Distribution:
+    sketch = Sketch(integer=True)
+    sketch.add(np.asarray(values))
+    return Distribution(key=f"x.{series}", title="Things per image", unit="things", sketch=sketch, figure="x",
+                        series=series)
+
+
+@pytest.mark.parametrize("values", [[1, 2, 2, 3, 3, 3, 7], list(range(0, 401, 3)) + [5, 6],
+                                    [1, 2, 3, 50, 400, 5000, 70000]], ids=["few", "linear", "wide"])
+def test_whole_numbers_are_never_split_and_bars_stay_apart(values: list[int]) -> None:
+    d = _integer_distribution(values)
+    if values[-1] > 1000:
+        d = Distribution(**{**d.__dict__, "log": True})
+    edges = _edges([d])
+    assert np.all(edges == np.floor(edges) + 0.5)  # bins hold whole numbers only, none cut in two
+    assert np.all(np.diff(edges) >= 1)
+    fig = make_figure([d], "t")
+    (patch,) = fig.axes[0].patches
+    heights, drawn_edges = patch.get_data().values, patch.get_data().edges
+    assert heights.sum() == len(values)
+    assert np.all(heights[1::2] == 0) and np.all(np.diff(drawn_edges)[1::2] > 0)  # an empty sliver between bars
+    hist, _ = np.histogram(values, bins=edges)
+    np.testing.assert_array_equal(heights[::2], hist)

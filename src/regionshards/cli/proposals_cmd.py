@@ -6,13 +6,16 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..proposals import NAMED_FILTERS
-from ..report.preview import Summary, preview
 from .options import method_options
+
+if TYPE_CHECKING:  # report.preview loads numba and scipy: imported when the command runs, not for --help
+    from ..report.preview import Summary
 
 
 @click.command("proposals")
@@ -37,6 +40,7 @@ def proposals_command(paths, out, annotations, segments, fh_backend, fh_scale, f
     from ..builder import make_config
     from ..builder.sources import ImageRef
     from ..builder.worker import STAGES, compute_input
+    from ..report.preview import Summary, preview
     from ..shards.records import Source
 
     if segments == "gt" and annotations is None:

@@ -34,6 +34,7 @@ th{text-align:left;background:#f5f5f5}td.n{text-align:right;font-variant-numeric
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
 figure{margin:0}figure img{width:100%;height:auto;border:1px solid #ddd}
 figcaption{font-size:12px;color:#555}.note{color:#555;font-size:12px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}
 """
 
 

@@ -25,7 +25,8 @@ _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#
 
 
 def _edges(series: list[Distribution]) -> np.ndarray:
-    """Shared bin edges for the series of one figure: integer-centred when few whole numbers, log or linear."""
+    """Shared bin edges for the series of one figure: one bin per whole number when few, log or linear else;
+    whole-number series get edges at half-integers (``_integer_edges``)."""
     lo = min(d.sketch.min for d in series)
     hi = max(d.sketch.max for d in series)
     integer = all(d.sketch.integer for d in series)
@@ -37,10 +38,31 @@ def _edges(series: list[Distribution]) -> np.ndarray:
         lo = max(min(positive, default=1e-9), 1e-9)
         if hi <= lo:
             hi = lo * 1.01
-        return np.geomspace(lo / 1.001, hi * 1.001, _BINS + 1)
+        edges = np.geomspace(lo / 1.001, hi * 1.001, _BINS + 1)
+        return _integer_edges(edges, lo, hi) if integer else edges
     if hi <= lo:
         return np.array([lo - 0.5, lo + 0.5]) if hi == lo and lo >= 1 else np.linspace(lo - 0.05, hi + 0.05, 3)
-    return np.linspace(lo, hi, _BINS + 1)
+    edges = np.linspace(lo, hi, _BINS + 1)
+    return _integer_edges(edges, lo, hi) if integer else edges
+
+
+def _integer_edges(edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``edges`` moved to half-integers, duplicates dropped: every bin then holds at least one whole number and
+    none is cut in two (edges between whole numbers alias into a comb of alternating 1- and 2-value bins)."""
+    snapped = np.unique(np.clip(np.floor(edges) + 0.5, np.ceil(lo) - 0.5, np.floor(hi) + 0.5))
+    return np.unique(np.concatenate([[np.ceil(lo) - 0.5], snapped, [np.floor(hi) + 0.5]]))
+
+
+def _gapped(hist: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-number histograms drawn as separate bars: an empty sliver (10 % of the narrower neighbour) between
+    bins, so adjacent bars of one height do not read as one wide bar. The counts are unchanged."""
+    widths = np.diff(edges)
+    gap = 0.1 * np.minimum(widths[:-1], widths[1:])
+    inner = np.repeat(edges[1:-1], 2) + np.tile([-0.5, 0.5], len(gap)) * np.repeat(gap, 2)
+    new_edges = np.concatenate([[edges[0]], inner, [edges[-1]]])
+    new_hist = np.zeros(2 * len(hist) - 1, dtype=hist.dtype)
+    new_hist[::2] = hist
+    return new_hist, new_edges
 
 
 def _figure_title(series: list[Distribution]) -> str:
@@ -57,13 +79,15 @@ def make_figure(series: list[Distribution], dataset_name: str) -> Figure:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     edges = _edges(series)
+    integer = all(d.sketch.integer for d in series)
     for i, d in enumerate(series):
         values, counts = d.sketch.buckets()
         hist, _ = np.histogram(values, bins=edges, weights=counts)
+        drawn_hist, drawn_edges = _gapped(hist, edges) if integer and len(hist) > 1 else (hist, edges)
         s = d.sketch.summary()
         median = f"{s['median']:,}" if d.sketch.integer else f"{s['median']:.3g}"
         label = f"{d.series or d.title}: n={s['count']:,}, median {median}"
-        ax.stairs(hist, edges, label=label, color=_COLOURS[i % len(_COLOURS)], linewidth=1.6,
+        ax.stairs(drawn_hist, drawn_edges, label=label, color=_COLOURS[i % len(_COLOURS)], linewidth=1.6,
                   fill=len(series) == 1, alpha=0.85 if len(series) > 1 else 0.6)
     if series[0].log and edges[0] > 0 and edges[-1] / edges[0] > 20:
         ax.set_xscale("log")
