@@ -186,7 +186,7 @@ def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Path,
         window = max(8, 4 * int(cpus))
         queue = iter(shards)
         pending: dict[Any, PlannedShard] = {}
-        shared = ray.put(dict(config))
+        shared = dict(config)  # small: inlined in each task, never through the object store
 
         def submit() -> None:
             for s in queue:
