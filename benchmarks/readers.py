@@ -1,4 +1,4 @@
-"""Decoded rows into Ray Data: ``regionshards.shards.ray_dataset`` against Ray's own ``read_webdataset`` followed
+"""Decoded rows into Ray Data: ``regionshards.builder.ray_dataset`` against Ray's own ``read_webdataset`` followed
 by the same decode, on the same shards, in the same run.
 
     python benchmarks/readers.py [--samples 600] [--shards 4] [--cpus 2] [--repeats 3] [--markdown FILE]
@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from _records import CONFIG, PHOTOS, photo_record  # noqa: E402
-from regionshards.shards import ShardInfo, config_hash, ray_dataset, write_manifest, write_shard  # noqa: E402
+from regionshards.builder import ray_dataset  # noqa: E402
+from regionshards.shards import ShardInfo, config_hash, write_manifest, write_shard  # noqa: E402
 
 
 def _pil_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def main() -> None:
         "",
         "| pipeline (decoded RGB + key + JSON dict rows) | rows/s | ours / Ray's |",
         "|---|---:|---:|",
-        f"| `regionshards.shards.ray_dataset(OUT)` | {ours:,.0f} | {ours / theirs:.2f} |",
+        f"| `regionshards.builder.ray_dataset(OUT)` | {ours:,.0f} | {ours / theirs:.2f} |",
         f"| `ray.data.read_webdataset(OUT, file_extensions=['tar'], decoder=None).map(PIL RGB + json.loads)` | "
         f"{theirs:,.0f} | 1.00 |",
     ]

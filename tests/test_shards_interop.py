@@ -1,5 +1,5 @@
 """The shards read by tools that know nothing of regionshards (tar, webdataset's WebDataset and WebLoader,
-Ray Data, Hugging Face datasets, pycocotools) and by ``regionshards.shards.ray_dataset``; the README shows each
+Ray Data, Hugging Face datasets, pycocotools) and by ``regionshards.builder.ray_dataset``; the README shows each
 call."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _expected_rgb(sample: dict) -> np.ndarray:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 def test_ray_dataset_gives_rgb_images_keys_labels_and_json(tiny_dataset: Path, ray_local) -> None:
-    from regionshards.shards import ray_dataset
+    from regionshards.builder import ray_dataset
 
     ours = list(open_dataset(tiny_dataset))
     rows = ray_dataset(tiny_dataset).take_all()
@@ -110,7 +110,8 @@ def test_ray_dataset_gives_rgb_images_keys_labels_and_json(tiny_dataset: Path, r
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 def test_ray_dataset_reads_coco_builds_and_refuses_damaged_shards(tmp_path: Path, ray_local) -> None:
     from fixtures.tiny_build import build_dataset, coco_inputs
-    from regionshards.shards import ShardError, ray_dataset
+    from regionshards.builder import ray_dataset
+    from regionshards.shards import ShardError
 
     out = tmp_path / "coco"
     build_dataset(out, coco_inputs(("chelsea", "coins")), shard_size=1)
@@ -135,7 +136,8 @@ def test_ray_dataset_mixes_formats_and_modes_in_one_shard(tmp_path: Path, ray_lo
     from PIL import Image
 
     from fixtures.tiny_build import TinyInput, build_dataset, jpeg_bytes, small_photo
-    from regionshards.shards import Source, ray_dataset
+    from regionshards.builder import ray_dataset
+    from regionshards.shards import Source
 
     def png(img: Image.Image) -> bytes:
         buf = io.BytesIO()

@@ -42,6 +42,3 @@ __all__ = [
     "write_manifest",
     "write_shard",
 ]
-from .ray_data import ray_dataset  # noqa: E402 - imports ray only when called
-
-__all__ += ["ray_dataset"]

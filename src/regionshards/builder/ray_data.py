@@ -1,7 +1,7 @@
 """The shards as a Ray Data dataset: one row per sample with the decoded RGB image, its key, label and sample JSON.
 
-Ray is imported inside ``ray_dataset`` only, never when ``regionshards.shards`` is imported (ray belongs to the
-builder; a reader that does not use Ray must not load it). The shards are read with the project's safe reader
+It lives in ``builder/`` because Ray is this project's engine and is imported only there; Ray itself is imported
+inside ``ray_dataset`` only, so ``import regionshards.builder`` stays light. The shards are read with the safe reader
 (``iter_shard``: nothing unpickled, names and sizes checked), one shard per Ray task, so this works where
 ``ray.data.read_webdataset``'s default decoder does not: on a dataset folder (which also holds ``.parquet`` and
 ``.json`` files) and with grey and colour JPEGs mixed (its decoder yields 2-D and 3-D arrays, which one tensor
@@ -26,7 +26,7 @@ class _ShardRows:
 
     def __call__(self, task: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from ..images import decode_image
-        from .reader import iter_shard
+        from ..shards.reader import iter_shard
 
         expected = task["sha256"] if self.verify_sha256 else None
         for sample in iter_shard(task["shard"], expected_sha256=expected):
@@ -72,7 +72,7 @@ def ray_dataset(
     import ray.data
 
     from ..images import DEFAULT_MAX_PIXELS
-    from .reader import open_dataset
+    from ..shards.reader import open_dataset
 
     ds = open_dataset(path, parse_json=False)
     if ds.manifest is None:
