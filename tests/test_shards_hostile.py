@@ -299,3 +299,26 @@ def test_verify_names_a_fifo_index(dataset_copy: Path) -> None:
     os.mkfifo(index)
     report = verify(dataset_copy)
     assert ("not-regular-file", "shard-000001.parquet") in [(f.code, f.shard) for f in report.findings]
+
+
+def test_an_index_with_invalid_utf8_is_a_finding_not_a_crash(dataset_copy: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fixtures.tampering import reseal
+    from regionshards.report.dataset import find_samples, open_report_dataset
+    from regionshards.shards.index import index_bytes
+
+    path = dataset_copy / "shard-000000.parquet"
+    table = pq.read_table(path)
+    keys = table.column("key").combine_chunks()
+    validity, offsets, data = keys.buffers()
+    broken = bytearray(data.to_pybytes())
+    broken[0] = 0xB3  # not a UTF-8 start byte
+    column = pa.StringArray.from_buffers(len(keys), offsets, pa.py_buffer(bytes(broken)), validity)
+    table = table.set_column(table.schema.get_field_index("key"), table.schema.field("key"), column)
+    path.write_bytes(index_bytes(table))
+    reseal(dataset_copy)
+    assert ("index-invalid", "shard-000000.parquet") in [(f.code, f.shard) for f in verify(dataset_copy).findings]
+    with pytest.raises(ValueError, match="shard-000000.parquet: index data is damaged"):
+        find_samples(open_report_dataset(dataset_copy), ["animal_chelsea"])

@@ -290,9 +290,26 @@ def read_index_url(url: str) -> pa.Table:
     except NotARegularFile as exc:
         raise ValueError(str(exc)) from None
     try:
-        return read_index(pa.BufferReader(data))
-    except ValueError as exc:  # its message names a buffer, not the file
-        raise ValueError(f"{url}: {str(exc).split(': ', 1)[-1]}") from None
+        return checked_index(read_index(pa.BufferReader(data)))
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith("<"):  # read_index's message names the buffer, not the file
+            text = text.split(": ", 1)[-1]
+        raise ValueError(f"{url}: {text}") from None
+
+
+def checked_index(table: pa.Table) -> pa.Table:
+    """``table`` after a full validation of its buffers (UTF-8 of every string, offsets), so converting its rows
+    to Python cannot fail later with a stray exception.
+
+    Raises:
+        ValueError: ``index-invalid`` detail of the first damaged column.
+    """
+    try:
+        table.validate(full=True)
+    except pa.ArrowException as exc:
+        raise ValueError(f"index data is damaged: {exc}") from None
+    return table
 
 
 def index_url(shard_url: str) -> str:

@@ -19,7 +19,7 @@ from ._fs import NotARegularFile, file_problem, open_regular, read_regular
 from .checks import Finding, SampleInfo, _printable, check_sample, reconcile_index
 from .index import read_index
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, manifest_problems, manifest_schema_errors
-from .reader import Recorder, iter_sample_members
+from .reader import Recorder, checked_index, iter_sample_members
 from .sample import FORMAT_VERSION
 from .tario import DEFAULT_MAX_MEMBER_BYTES, ShardError, split_name
 from .validate import DEFAULT_LIMITS, Limits, check_summary, dataset_limits, load_json
@@ -195,7 +195,7 @@ def verify(
         if not has_index:
             continue
         try:
-            table = read_index(index_path)
+            table = checked_index(read_index(index_path))
         except ValueError as exc:
             report.add("index-invalid", index_path.name, None, str(exc))
             continue
