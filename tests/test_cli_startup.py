@@ -46,3 +46,14 @@ def test_no_command_module_imports_a_heavy_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                          check=True).stdout.strip()
     assert out == "[]", f"importing the CLI (all {len(main.commands)} commands) loads {out}"
+
+
+def test_the_readers_import_no_heavy_module() -> None:
+    """`verify`, `failures` and the reports start reading before any kernel is needed: the shard readers and
+    verify load numba (for the RLE decode) on the first sample that needs it, not on import."""
+    code = ("import sys, regionshards.shards, regionshards.shards.verify, regionshards.report.failures; "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         check=True).stdout.strip()
+    assert out == "[]", f"importing the readers loads {out}"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..proposals import decode_segments, segment_areas, segment_bboxes
+from .. import proposals as algorithms  # lazy (PEP 562): numba loads on first use, not on import
 from .keys import member_sort_key
 from .sample import JSON_FIELD
 from .tario import Member, split_name
@@ -77,16 +77,16 @@ def _partition_findings(part: Mapping[str, Any], what: str, h: int, w: int, shar
     rles = part["rles"]
     out = []
     try:
-        decode_segments(rles)
+        algorithms.decode_segments(rles)
     except ValueError as exc:
         out.append(Finding("rle-invalid", shard, name, f"{what} do not partition the image: {exc}"))
         return out
-    areas = segment_areas(rles)
+    areas = algorithms.segment_areas(rles)
     if int(areas.sum()) != h * w:
         return [Finding("rle-area", shard, name, f"{what} areas sum to {int(areas.sum())}, not H*W = {h * w}")]
     if areas.tolist() != part["areas"]:
         out.append(Finding("area-mismatch", shard, name, f"{what} areas differ from their RLEs"))
-    if segment_bboxes(rles).astype(np.int64).tolist() != part["bboxes"]:
+    if algorithms.segment_bboxes(rles).astype(np.int64).tolist() != part["bboxes"]:
         out.append(Finding("bbox-mismatch", shard, name, f"{what} bboxes differ from their RLEs"))
     return out
 

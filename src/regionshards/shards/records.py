@@ -15,15 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..proposals import (
-    Proposals,
-    annotations_to_rles,
-    apply_filter,
-    area_and_bbox,
-    encode_segments,
-    segment_areas,
-    segment_bboxes,
-)
+from .. import proposals as algorithms  # lazy (PEP 562): numba loads on first use, not on import
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -64,14 +56,16 @@ class SegmentsData:
     @classmethod
     def from_labels(cls, labels: np.ndarray, method: str, params: Mapping[str, Any]) -> SegmentsData:
         """From an (H, W) dense integer label map (ids 0..K-1)."""
-        areas, boxes = area_and_bbox(labels)
-        return cls(method, dict(params), encode_segments(labels), areas.astype(np.int64), boxes.astype(np.int64))
+        areas, boxes = algorithms.area_and_bbox(labels)
+        rles = algorithms.encode_segments(labels)
+        return cls(method, dict(params), rles, areas.astype(np.int64), boxes.astype(np.int64))
 
     @classmethod
     def from_rles(cls, rles: Sequence[Mapping[str, Any]], method: str, params: Mapping[str, Any]) -> SegmentsData:
         """From COCO compressed RLEs (areas and boxes computed from the runs)."""
         rles = [{"size": [int(v) for v in r["size"]], "counts": _counts_text(r["counts"])} for r in rles]
-        return cls(method, dict(params), rles, segment_areas(rles), segment_bboxes(rles).astype(np.int64))
+        areas, boxes = algorithms.segment_areas(rles), algorithms.segment_bboxes(rles).astype(np.int64)
+        return cls(method, dict(params), rles, areas, boxes)
 
 
 def _counts_text(counts: Any) -> str:
@@ -99,10 +93,12 @@ class GroundTruthData:
         cls, annotations: Sequence[Mapping[str, Any]], height: int, width: int, *, include_crowd: bool = False
     ) -> GroundTruthData:
         """From one image's COCO annotation dicts (see ``proposals.annotations_to_labels`` for the painting)."""
-        rles, ann_ids = annotations_to_rles(list(annotations), height, width, include_crowd=include_crowd)
+        rles, ann_ids = algorithms.annotations_to_rles(list(annotations), height, width,
+                                                       include_crowd=include_crowd)
         category = {a["id"]: int(a.get("category_id", -1)) for a in annotations}
         cats = [category[i] if i != -1 else -1 for i in ann_ids]
-        return cls(rles, segment_areas(rles), segment_bboxes(rles).astype(np.int64), list(ann_ids), cats)
+        areas, boxes = algorithms.segment_areas(rles), algorithms.segment_bboxes(rles).astype(np.int64)
+        return cls(rles, areas, boxes, list(ann_ids), cats)
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ class ProposalsData:
     @classmethod
     def from_proposals(
         cls,
-        proposals: Proposals,
+        proposals: algorithms.Proposals,
         filters: Sequence[str],
         method: str = "selective_search",
         params: Mapping[str, Any] | None = None,
@@ -142,7 +138,7 @@ class ProposalsData:
         """From a ``proposals.Proposals`` and the named filters to record (``apply_filter`` with fallbacks)."""
         kept = {}
         for name in filters:
-            mask, used = apply_filter(proposals.boxes, proposals.image_size, name)
+            mask, used = algorithms.apply_filter(proposals.boxes, proposals.image_size, name)
             kept[name] = FilterKeep(used, np.flatnonzero(mask).astype(np.int64))
         return cls(method, dict(params or {}), proposals.boxes, proposals.sizes, proposals.levels, kept)
 

@@ -17,8 +17,8 @@ from typing import Any
 import fastjsonschema
 import numpy as np
 
+from .. import proposals as algorithms  # lazy (PEP 562): numba loads on first use, not on import
 from ..images import EXIF_POLICY
-from ..proposals import decode_segments
 from .keys import check_key
 from .records import GroundTruthData, InputRecord, ProposalsData, SegmentsData
 from .tario import MAX_FIELD_LENGTH, PICKLE_EXTENSIONS, is_valid_field
@@ -291,4 +291,4 @@ def label_map(sample: Mapping[str, Any], which: str = "segments", limits: Any = 
     part = meta[which]
     if part is None:
         raise ValueError(f"sample {sample.get('__key__')!r} has no {which}")
-    return decode_segments(part["rles"])
+    return algorithms.decode_segments(part["rles"])

@@ -32,7 +32,6 @@ import numpy as np
 from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS
-from ..proposals.rle import _gather_counts
 from .sample import JSON_FIELD, image_extension, schema_errors
 from .shape import ShapeError, check_shape
 
@@ -205,6 +204,8 @@ def _counts_problem(rles: list[dict[str, Any]], h: int, w: int, what: str) -> Pr
         return Problem("rle-too-long", JSON_FIELD, f"{what}: {chars} characters of RLE counts, more than a "
                                                     f"{h}x{w} partition into {len(rles)} segments can need ({cap})")
     try:
+        from ..proposals.rle import _gather_counts  # numba loads here, not when a reader is imported
+
         counts, offsets = _gather_counts(rles)
     except ValueError as exc:
         return Problem("rle-invalid", JSON_FIELD, f"{what}: {exc}")
