@@ -26,7 +26,7 @@ from regionshards.shards import (  # noqa: E402
 from regionshards.shards.sample import canonical_json  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.data import EpochPlan, ShardStream, make_loader, shuffled  # noqa: E402
-from regionshards.trainer.samples import decode_for_crops, parse_partition  # noqa: E402
+from regionshards.trainer.decode import decode_for_crops, parse_partition  # noqa: E402
 from regionshards.trainer.transforms import Crop, dct_scale  # noqa: E402
 
 torch.set_num_threads(1)  # two cores shared with other processes: OpenMP spinning would dominate

@@ -33,12 +33,11 @@ from regionshards.shards import (  # noqa: E402
     write_manifest,
     write_shard,
 )
-from regionshards.trainer.boxes import NO_ID, assign_levels  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.lars import LARS, param_groups  # noqa: E402
-from regionshards.trainer.pyramid import SoCoNet  # noqa: E402
-from regionshards.trainer.soco import SoCo, box_byol_loss  # noqa: E402
-from regionshards.trainer.soco_views import make_soco_batch  # noqa: E402
+from regionshards.trainer.methods.soco_boxes import NO_ID, assign_levels  # noqa: E402
+from regionshards.trainer.methods.soco_model import SoCo, SoCoNet, box_byol_loss  # noqa: E402
+from regionshards.trainer.methods.soco_views import make_batch as make_soco_batch  # noqa: E402
 from regionshards.trainer.transforms import normalize  # noqa: E402
 
 torch.set_num_threads(1)
@@ -280,7 +279,7 @@ def test_loss_falls_on_a_repeated_batch(soco_ds: Path) -> None:
     opt = LARS(param_groups(method.online, 1e-5), lr=0.5, momentum=0.9)
     losses = []
     for step in range(6):
-        loss = method.loss(batch, images=images)
+        loss = method.loss({**batch, **images})
         opt.zero_grad()
         loss.backward()
         opt.step()

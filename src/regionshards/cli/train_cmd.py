@@ -8,6 +8,9 @@ from pathlib import Path
 
 import click
 
+# the method table is torch-free; the rest of the trainer is imported inside the commands
+from ..trainer.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
+
 _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
     "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
     "steps": "steps", "workers": "workers", "seed": "seed", "base_lr": "base_lr", "weight_decay": "weight_decay",
@@ -17,8 +20,8 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 
 
 @click.command("train")
-@click.option("--method", type=click.Choice(["detcon-b", "detcon-s", "soco", "soco-star", "detco"]), default="detcon-b",
-              show_default=True)
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True,
+              help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="Dataset folder (built).")
 @click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
@@ -30,11 +33,15 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 @click.option("--workers", type=int, default=4, show_default=True, help="Loader processes per training process.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--lr", "base_lr", type=float,
-              help="Per 256 images (LARS). Default: the method's (DetCon 0.2, SoCo 1.0, DetCo 0.03).")
-@click.option("--weight-decay", type=float, help="Default: the method's (DetCon 1.5e-6, SoCo 1e-5, DetCo 1e-4).")
+              help="Per 256 images. Default: the method's (" + ", ".join(f"{m.name} {m.base_lr:g}"
+                                                                        for m in METHODS.values()) + ").")
+@click.option("--weight-decay", type=float,
+              help="Default: the method's (" + ", ".join(f"{m.name} {m.weight_decay:g}" for m in METHODS.values())
+              + ").")
 @click.option("--warmup-steps", type=int, help="Linear warmup steps (default: 1% of --steps).")
 @click.option("--num-masks", type=int, default=16, show_default=True, help="K masks sampled per view (DetCon).")
-@click.option("--proposal-filter", help="SoCo: the recorded proposal filter to train on (default ratio3size0308).")
+@click.option("--proposal-filter", help="Methods that need proposals: the recorded filter to train on "
+              "(default ratio3size0308).")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True)
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--stop-at", type=int, help="Stop (with a checkpoint) after this step; --resume continues.")
@@ -44,7 +51,8 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 @click.pass_context
 def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, config_file: Path | None,
                   proposal_filter: str | None, **options) -> None:
-    """DetCon-B/S, SoCo/SoCo* or DetCo pretraining on a built dataset; launch with torchrun for several processes.
+    """Self-supervised pretraining (DetCon-B/S, SoCo/SoCo*, DetCo: see --method) on a built dataset; launch with
+    torchrun for several processes.
 
     Writes RUN/config.json, RUN/metrics.jsonl (one line per step) and RUN/checkpoint-<step>.pt.
     """
@@ -57,7 +65,10 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, confi
             values[field] = options[name]
     values.update(data=str(data), out=str(run))
     if proposal_filter is not None:
-        values["soco"] = {**values.get("soco", {}), "proposal_filter": proposal_filter}
+        spec = METHODS.get(values.get("method", DEFAULT_METHOD))
+        if spec is None or "proposals" not in spec.needs or not spec.settings:
+            raise click.UsageError(f"--proposal-filter: method {values.get('method')!r} uses no proposals")
+        values[spec.settings] = {**values.get(spec.settings, {}), "proposal_filter": proposal_filter}
     try:
         cfg = TrainConfig.from_dict(values).validate()
     except (TypeError, ValueError) as exc:

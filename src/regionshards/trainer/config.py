@@ -1,9 +1,9 @@
-"""The training configuration: one dataclass whose defaults are the method notes' (``../shared/docs/methods.md`` §3).
+"""The training configuration: one dataclass whose defaults are the papers' and the authors' code's.
 
-Every number the method notes give is a field here (SoCo's and DetCo's in the ``soco`` / ``detco`` objects of
-``method_config``), so a run's ``config.json`` records all of them and a resumed run can be refused when any of
-them changed. ``base_lr``, ``weight_decay`` and ``warmup_epochs`` left unset take the method's values
-(``method_config.METHOD_DEFAULTS``). No torch in this module.
+Every number a method uses is a field here (a family's own settings in its sub-object, ``soco`` / ``detco``,
+defined in ``methods/<family>_config.py``), so a run's ``config.json`` records all of them and a resumed run
+can be refused when any of them changed. ``base_lr``, ``weight_decay`` and ``warmup_epochs`` left unset take
+the method's values from the method table (``methods.METHODS``). No torch in this module.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .method_config import METHOD_DEFAULTS, DetCoConfig, SoCoConfig, sub_config
+from .methods import DEFAULT_METHOD, METHOD_NAMES, METHODS, method_spec
+from .methods.detco_config import DetCoConfig
+from .methods.soco_config import SoCoConfig
 
-METHODS = ("detcon-b", "detcon-s", "soco", "soco-star", "detco")
+__all__ = ["METHODS", "METHOD_NAMES", "TrainConfig", "ViewConfig", "config_differences"]
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,7 +31,7 @@ RUNTIME_FIELDS = frozenset({"data", "out", "log_every", "checkpoint_every", "kee
 
 @dataclass
 class ViewConfig:
-    """One view's augmentations (methods §3, BYOL's asymmetric photometric pipeline).
+    """One view's augmentations (BYOL's asymmetric photometric pipeline, Grill et al. 2020, Table 6).
 
     Geometry: a random resized crop with area fraction in ``crop_scale`` and aspect ratio (w/h) log-uniform in
     ``crop_ratio``, a horizontal flip with ``flip_p``, both applied identically to image and mask; the image is
@@ -67,7 +69,7 @@ def _view2() -> ViewConfig:
 class TrainConfig:
     """A whole training run. ``batch_size`` is per process; the global batch is ``batch_size * world_size``."""
 
-    method: str = "detcon-b"
+    method: str = DEFAULT_METHOD
     data: str = ""
     out: str = ""
     backbone: str = "resnet50"
@@ -91,7 +93,7 @@ class TrainConfig:
     proj_dim: int = 256
     pred_hidden: int = 4096
     ema_base: float = 0.996
-    # SoCo / SoCo* and DetCo (their own numbers; the heads' sizes above are shared with DetCon)
+    # the families' own settings (methods/<family>_config.py; the heads' sizes above are shared)
     soco: SoCoConfig = field(default_factory=SoCoConfig)
     detco: DetCoConfig = field(default_factory=DetCoConfig)
     # optimiser: LARS, lr = base_lr * global batch / lr_batch_base, linear warmup then cosine to 0;
@@ -119,9 +121,10 @@ class TrainConfig:
             setattr(self, name, tuple(getattr(self, name)))
         self.soco = sub_config(SoCoConfig, self.soco)
         self.detco = sub_config(DetCoConfig, self.detco)
-        for name, value in METHOD_DEFAULTS.get(self.method, METHOD_DEFAULTS["detcon-b"]).items():
+        spec = METHODS.get(self.method, METHODS[DEFAULT_METHOD])
+        for name in ("base_lr", "weight_decay", "warmup_epochs"):
             if getattr(self, name) is None:
-                setattr(self, name, value)
+                setattr(self, name, getattr(spec, name))
 
     @property
     def grid_size(self) -> int:
@@ -143,8 +146,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field; return self."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        spec = method_spec(self.method)
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.image_size < self.feature_stride or self.image_size % self.feature_stride:
@@ -168,10 +170,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.method in ("soco", "soco-star"):
-            self.soco.validate()
-        if self.method == "detco":
-            self.detco.validate(self.image_size)
+        if spec.settings:
+            getattr(self, spec.settings).validate(self.image_size)
         if len(self.views) != 2:
             raise ValueError("views must hold exactly two view configs")
         for v in self.views:
@@ -210,5 +210,21 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     A field missing from ``saved`` (added after that run was started) counts as its default, so such runs resume.
     """
     keys = (set(saved) | set(current)) - RUNTIME_FIELDS
-    defaults = TrainConfig(method=current.get("method", "detcon-b")).to_dict()
+    defaults = TrainConfig(method=current.get("method", DEFAULT_METHOD)).to_dict()
     return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
+
+
+def sub_config(cls: type, value: Any) -> Any:
+    """A ``SoCoConfig``/``DetCoConfig`` from itself or from its ``to_dict`` mapping (lists → tuples)."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{cls.__name__} must be an object, got {type(value).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    if "view" in values:
+        values["view"] = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(values["view"]).items()}
+    return cls(**values)

@@ -1,4 +1,4 @@
-"""Streaming shards into DDP: an iterable dataset of ready-made DetCon batches.
+"""Streaming shards into DDP: an iterable dataset of ready-made batches of any method.
 
 **Epoch plan** (``EpochPlan``, a pure function of the manifest's per-shard sample counts, the seed, the epoch,
 the world size, the rank, the batch size and the loader workers):
@@ -27,7 +27,7 @@ decoded.
 sampling of batch b use ``(seed, epoch, rank, b)`` — nothing depends on process-global random state.
 
 Samples are read with ``regionshards.shards.iter_shard`` (checked tar headers, no pickle) without parsing the
-JSON; only the segments are parsed (``samples.parse_partition``). A shard holding fewer samples than its
+JSON; only the segments are parsed (``decode.parse_partition``). A shard holding fewer samples than its
 manifest entry is an error (the epoch plan would no longer be equal across ranks).
 """
 
@@ -45,12 +45,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..shards import open_dataset
 from ..shards.reader import iter_shard
 from .config import TrainConfig
-from .detco_views import make_detco_batch
-from .samples import PairBuffers, make_pair
-from .soco_views import make_soco_batch
-
-# methods whose batches are not DetCon's views + grids: method → (samples, cfg, rng) → batch dict
-_OTHER_BATCHES = {"soco": make_soco_batch, "soco-star": make_soco_batch, "detco": make_detco_batch}
+from .methods import method_spec
 
 
 @dataclass(frozen=True)
@@ -148,10 +143,9 @@ def read_spans(spans: Sequence[Span]) -> Iterator[dict[str, Any]]:
 class ShardStream(IterableDataset):
     """Endless (or ``epochs``-long) stream of training batches for one rank; use with ``batch_size=None``.
 
-    Each item is a dict: ``view0``/``view1`` uint8 (B, 3, S, S) in channels_last layout, ``grid0``/``grid1``
-    int64 (B, G, G) majority segment ids, ``ids0``/``ids1`` int64 (B, K) sampled ids, ``keys`` (B sample keys),
-    ``step`` (the rank's global batch index t) and ``epoch``. SoCo and DetCo batches carry their own views and
-    boxes instead of grids and ids (``soco_views.make_soco_batch``, ``detco_views.make_detco_batch``).
+    Each item is the method's batch (its family's ``make_batch``: uint8 images ``view0`` … in channels_last
+    layout plus DetCon's grids and ids, SoCo's boxes or DetCo's patches) and ``keys`` (B sample keys), ``step``
+    (the rank's global batch index t) and ``epoch``.
     """
 
     def __init__(self, source: Any, cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, start_step: int = 0,
@@ -215,25 +209,8 @@ class ShardStream(IterableDataset):
         """Decode and augment one batch with the generator of ``(seed, epoch, rank, b)``."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, self.rank, b, 0x4254])
-        if cfg.method in _OTHER_BATCHES:
-            batch = _OTHER_BATCHES[cfg.method](samples, cfg, rng)
-            return {**batch, "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch}
-        n, s, g, k = len(samples), cfg.image_size, cfg.grid_size, cfg.num_masks
-        # torch-owned memory, so worker processes can hand the batch over through shared memory
-        images = torch.empty((2, n, s, s, 3), dtype=torch.uint8)
-        grids = torch.empty((2, n, g, g), dtype=torch.int64)
-        ids = torch.empty((2, n, k), dtype=torch.int64)
-        buf = PairBuffers(images.numpy(), grids.numpy(), ids.numpy())
-        for i, sample in enumerate(samples):
-            try:
-                make_pair(sample, cfg, rng, buf, i)
-            except ValueError as exc:
-                raise ValueError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r}: {exc}") from exc
-        views = images.permute(0, 1, 4, 2, 3)  # (2, B, 3, S, S) with channels_last strides
-        return {
-            "view0": views[0], "view1": views[1], "grid0": grids[0], "grid1": grids[1], "ids0": ids[0], "ids1": ids[1],
-            "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch,
-        }
+        batch = method_spec(cfg.method).make_batch(samples, cfg, rng)
+        return {**batch, "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch}
 
 
 def _single_threaded() -> None:

@@ -1,6 +1,7 @@
 """SoCo's pretrained detector parts under torchvision's detector key names.
 
-A SoCo run trains backbone + FPN + box head (``pyramid.SoCoNet``: ``backbone``, ``fpn``, ``head``). The export is
+A SoCo run trains backbone + FPN + box head (``methods.soco_model.SoCoNet``: ``backbone``, ``fpn``, ``head``).
+The export is
 a plain state_dict keyed like torchvision's ``maskrcnn_resnet50_fpn`` (also ``fasterrcnn_resnet50_fpn``):
 
 * ``backbone.<name>`` → ``backbone.body.<name>`` (the ResNet body: ``conv1``, ``bn1``, ``layer1`` … ``layer4``);
@@ -25,8 +26,8 @@ from typing import Any
 import torch
 
 from .checkpoint import atomic_save, latest_checkpoint, load_checkpoint
+from .methods import METHODS
 
-SOCO_METHODS = ("soco", "soco-star")
 _RENAME = {"backbone": "backbone.body.", "fpn": "backbone.fpn.", "head": "roi_heads.box_head."}
 
 
@@ -65,8 +66,9 @@ def export_detector(run: Path, out: Path, which: str = "online", checkpoint: Pat
         raise FileNotFoundError(f"{run}: no checkpoint-*.pt to export")
     data = load_checkpoint(path)
     method = data["config"].get("method")
-    if method not in SOCO_METHODS:
-        raise ValueError(f"--format maskrcnn needs a SoCo run (it has an FPN), this is a {method} run")
+    if method not in METHODS or "maskrcnn" not in METHODS[method].exports:
+        able = [m.name for m in METHODS.values() if "maskrcnn" in m.exports]
+        raise ValueError(f"--format maskrcnn needs a run with an FPN ({', '.join(able)}), this is a {method} run")
     state = detector_state(data["model"], which, head)
     atomic_save(state, Path(out))
     return {"path": str(out), "backbone": data["config"]["backbone"], "step": int(data["step"]), "which": which,

@@ -8,7 +8,6 @@ roles of the loss. Both views go through a network in one forward pass of 2B ima
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -16,16 +15,56 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import TrainConfig
-from .losses import detcon_b_loss, detcon_s_loss
-from .models import DetConNet
+from ..config import TrainConfig
+from ..networks import ResNetTrunk, cosine_momentum, ema_update, mlp
+from . import method_spec
+from .detcon_loss import detcon_b_loss, detcon_s_loss
 
 
-def cosine_momentum(step: int, total: int, base: float) -> float:
-    """EMA momentum at ``step`` of ``total``: ``base`` at 0, rising to 1 on a half cosine."""
-    if total <= 0:
-        return 1.0
-    return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step, total) / total) + 1.0) / 2.0
+def grid_masks(grids: Tensor, ids: Tensor) -> Tensor:
+    """(N, K, G*G) float masks: cell c of image n is in mask k when ``grids[n].flatten()[c] == ids[n, k]``.
+
+    Args:
+        grids: (N, G, G) integer majority segment ids of the feature cells.
+        ids: (N, K) integer sampled ids (each present on its grid).
+    """
+    return (grids.flatten(1)[:, None, :] == ids[:, :, None]).to(torch.float32)
+
+
+def mask_pool(features: Tensor, masks: Tensor) -> Tensor:
+    """(N, K, C) mean of the C5 features over each mask's cells.
+
+    Args:
+        features: (N, C, G, G) float feature map.
+        masks: (N, K, G*G) float binary masks (an empty mask pools to zeros).
+    """
+    area = masks.sum(-1, keepdim=True).clamp(min=1.0)
+    flat = features.flatten(2).transpose(1, 2)  # (N, G*G, C)
+    return torch.bmm((masks / area).to(flat.dtype), flat)
+
+
+class DetConNet(nn.Module):
+    """Trunk → mask pooling → projector (→ predictor for the online DetCon-B branch).
+
+    ``forward(images, grids, ids)`` with images (N, 3, S, S) float, grids (N, G, G) and ids (N, K) integer
+    returns ``(projections, predictions)``, each (N, K, proj_dim) float32; predictions is None without a
+    predictor. The heads see the N·K pooled vectors as one batch (BatchNorm over all of them).
+    """
+
+    def __init__(self, backbone: str, proj_hidden: int, proj_dim: int, pred_hidden: int | None) -> None:
+        super().__init__()
+        self.backbone = ResNetTrunk(backbone)
+        self.projector = mlp(self.backbone.out_channels, proj_hidden, proj_dim)
+        self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if pred_hidden else None
+
+    def forward(self, images: Tensor, grids: Tensor, ids: Tensor) -> tuple[Tensor, Tensor | None]:
+        features = self.backbone(images)
+        pooled = mask_pool(features, grid_masks(grids, ids))
+        n, k, c = pooled.shape
+        proj = self.projector(pooled.reshape(n * k, c))
+        pred = self.predictor(proj) if self.predictor is not None else None
+        proj = proj.reshape(n, k, -1).float()
+        return proj, (pred.reshape(n, k, -1).float() if pred is not None else None)
 
 
 class DetCon(nn.Module):
@@ -37,7 +76,7 @@ class DetCon(nn.Module):
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.is_byol = cfg.method == "detcon-b"
+        self.is_byol = method_spec(cfg.method).option("objective") == "byol"
         self.online = DetConNet(cfg.backbone, cfg.proj_hidden, cfg.proj_dim, cfg.pred_hidden if self.is_byol else None)
         self.target: DetConNet | None = None
         if self.is_byol:
@@ -46,18 +85,17 @@ class DetCon(nn.Module):
             self.target.requires_grad_(False)
 
     def loss(self, batch: Mapping[str, Tensor], online: nn.Module | None = None,
-             images: tuple[Tensor, Tensor] | None = None,
              autocast: Callable[[], AbstractContextManager] = nullcontext) -> Tensor:
-        """Scalar float32 loss of a batch.
+        """Scalar float32 loss of a batch on the device (``runtime.to_device``).
 
         Args:
-            batch: ``grid0``/``grid1`` (B, G, G) and ``ids0``/``ids1`` (B, K) integer tensors on the device.
+            batch: ``view0``/``view1`` normalised (B, 3, S, S) float views, ``grid0``/``grid1`` (B, G, G) and
+                ``ids0``/``ids1`` (B, K) integer tensors.
             online: the (possibly DDP-wrapped) online network; defaults to ``self.online``.
-            images: the two normalised (B, 3, S, S) float views on the device (default ``view0``/``view1``).
             autocast: context for the networks' forward passes (bf16 on CUDA); the loss itself is float32.
         """
         online = online or self.online
-        v0, v1 = images if images is not None else (batch["view0"], batch["view1"])
+        v0, v1 = batch["view0"], batch["view1"]
         b = v0.shape[0]
         x = torch.cat([v0, v1])
         grids = torch.cat([batch["grid0"], batch["grid1"]])
@@ -78,17 +116,12 @@ class DetCon(nn.Module):
         if self.target is None:
             return 0.0
         m = cosine_momentum(step, total, self.cfg.ema_base)
-        online = dict(self.online.named_parameters())
-        pairs = [(p, online[name]) for name, p in self.target.named_parameters()]
-        targets = [p for p, _ in pairs]
-        torch._foreach_mul_(targets, m)
-        torch._foreach_add_(targets, [q.detach() for _, q in pairs], alpha=1.0 - m)
-        online_buffers = dict(self.online.named_buffers())
-        for name, buf in self.target.named_buffers():
-            buf.copy_(online_buffers[name])
+        ema_update(self.target, self.online, m)
         return m
 
 
 def _without_predictor(state: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if not k.startswith("predictor.")}
 
+
+Model = DetCon

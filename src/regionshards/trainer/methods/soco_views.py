@@ -1,4 +1,5 @@
-"""One shard sample → SoCo's (or SoCo*'s) views and their matched proposal boxes (methods §3), and whole batches.
+"""One shard sample → SoCo's (or SoCo*'s) views and their matched proposal boxes, and whole batches (Wei et
+al. 2021, Sec. 3.1; hologerry/SoCo ``contrast/data/transform.py`` and ``contrast/data/dataset.py``).
 
 Per sample, with a generator of the batch (draw order fixed, so a batch is reproducible from its seed):
 
@@ -12,7 +13,7 @@ Per sample, with a generator of the batch (draw order fixed, so a batch is repro
    (``boxes.assign_levels``). SoCo*'s pair (V1, V4) reuses pair (V1, V2)'s boxes, as the reference does.
 3. colour: V1 with ``views[0]`` (BYOL view 1: blur 1.0, no solarize), the others with ``views[1]``.
 
-Batch (``make_soco_batch``): ``view0`` … ``view{V-1}`` uint8 (B, 3, S_v, S_v) channels_last (S_v from
+Batch (``make_batch``): ``view0`` … ``view{V-1}`` uint8 (B, 3, S_v, S_v) channels_last (S_v from
 ``SoCoConfig.view_sizes``), ``boxes`` float32 (P, 2, B, K, 4) view-pixel corners ``[x0, y0, x1, y1]`` (pair p:
 side 0 in V1, side 1 in view p + 1), ``levels`` int64 (P, 2, B, K) (0 = P2 … 3 = P5) and ``box_ids`` int64
 (P, B, K) (the proposal's index in the sample, -1 for a whole-image or intersection box; equal ids are the
@@ -29,7 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .boxes import (
+from ..config import TrainConfig, ViewConfig
+from ..decode import DecodedImage, sample_meta
+from ..transforms import Crop, colour_augment, sample_crop
+from . import method_spec
+from .soco_boxes import (
     assign_levels,
     candidate_boxes,
     clip,
@@ -40,13 +45,11 @@ from .boxes import (
     to_view,
     whole_image,
 )
-from .config import TrainConfig, ViewConfig
-from .transforms import Crop, colour_augment, sample_crop
-from .views import DecodedImage, sample_meta
 
 
 def is_star(cfg: TrainConfig) -> bool:
-    return cfg.method == "soco-star"
+    """SoCo*'s four views (the method table's ``star`` option)."""
+    return bool(method_spec(cfg.method).option("star"))
 
 
 def view_sizes(cfg: TrainConfig) -> tuple[int, ...]:
@@ -132,7 +135,7 @@ def make_soco_sample(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Ge
             out.images[v][i] = colour_augment(out.images[v][i], rng, cfg.views[0 if v == 0 else 1])
 
 
-def make_soco_batch(samples: Sequence[dict[str, Any]], cfg: TrainConfig, rng: np.random.Generator) -> dict[str, Any]:
+def make_batch(samples: Sequence[dict[str, Any]], cfg: TrainConfig, rng: np.random.Generator) -> dict[str, Any]:
     """Decode and augment a batch (see the module docstring for the keys); tensors own torch memory."""
     n, k = len(samples), cfg.soco.num_boxes
     sizes, pairs = view_sizes(cfg), len(pair_views(cfg))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .transforms import Crop
+from ..transforms import Crop
 
 NO_ID = -1  # id of a box that is not a stored proposal (the whole image, or a view intersection)
 

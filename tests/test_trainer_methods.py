@@ -1,0 +1,72 @@
+"""The method table: one row per method, the only place that names one; one batch/loss signature for all."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from regionshards.trainer.methods import METHOD_NAMES, METHODS, method_spec
+
+TRAINER = Path(__file__).resolve().parents[1] / "src" / "regionshards" / "trainer"
+CLI = TRAINER.parent / "cli" / "train_cmd.py"
+
+
+def _string_constants(path: Path) -> set[str]:
+    """String literals of a module other than docstrings."""
+    tree = ast.parse(path.read_text("utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+
+
+def test_no_module_outside_the_table_spells_a_method_name() -> None:
+    shared = [p for p in TRAINER.glob("*.py")] + [CLI]
+    offenders = {p.name: sorted(_string_constants(p) & set(METHOD_NAMES)) for p in shared}
+    assert not {k: v for k, v in offenders.items() if v}
+    # nor do the family modules compare cfg.method with a literal (variants are told apart by the table's options)
+    for path in (TRAINER / "methods").glob("*_*.py"):
+        assert not re.search(r"cfg\.method\s*(==|!=|in)", path.read_text("utf-8")), path.name
+
+
+def test_families_do_not_import_each_other() -> None:
+    families = {spec.family for spec in METHODS.values()}
+    for path in (TRAINER / "methods").glob("*_*.py"):
+        family = path.stem.split("_")[0]
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                other = node.module.split("_")[0]
+                assert other not in families - {family}, f"{path.name} imports {node.module}"
+
+
+def test_the_cli_choices_come_from_the_table() -> None:
+    from regionshards.cli.train_cmd import train_command
+
+    option = next(p for p in train_command.params if p.name == "method")
+    assert tuple(option.type.choices) == METHOD_NAMES
+
+
+def test_unknown_method_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="method must be one of .*'nope'"):
+        method_spec("nope")
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_every_family_has_the_same_entry_points(name: str) -> None:
+    pytest.importorskip("torch", reason="the families' modules need the train extra")
+    spec = METHODS[name]
+    assert list(inspect.signature(spec.make_batch).parameters) == ["samples", "cfg", "rng"]
+    model = spec.module("model").Model
+    assert list(inspect.signature(model.loss).parameters) == ["self", "batch", "online", "autocast"]
+    assert list(inspect.signature(model.update_target).parameters) == ["self", "step", "total"]
+    assert spec.optimizer in ("lars", "sgd") and set(spec.needs) <= {"masks", "proposals"}
+    if spec.settings:
+        from regionshards.trainer.config import TrainConfig
+
+        assert spec.settings in TrainConfig().to_dict()
