@@ -70,3 +70,29 @@ def test_every_family_has_the_same_entry_points(name: str) -> None:
         from regionshards.trainer.config import TrainConfig
 
         assert spec.settings in TrainConfig().to_dict()
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_batchnorm_regime_on_the_distributed_cuda_path(name: str) -> None:
+    """DetCo keeps per-GPU BatchNorm in both encoders (MoCo v2's key-encoder batch shuffle needs it); the
+    others get SyncBatchNorm. Checked on CPU with the runtime a 2-GPU torchrun process would select."""
+    torch = pytest.importorskip("torch", reason="the trainer needs the train extra")
+    from regionshards.trainer.config import TrainConfig
+    from regionshards.trainer.loop import apply_norm_regime, make_method, uses_sync_bn
+    from regionshards.trainer.runtime import select_runtime
+
+    runtime = select_runtime(True, "auto", {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"})
+    assert runtime.distributed and runtime.device.type == "cuda"
+    cfg = TrainConfig(method=name, backbone="resnet18", image_size=64, batch_size=2, steps=2, proj_hidden=16,
+                      proj_dim=8, pred_hidden=16, detco={"queue_size": 8, "dim": 8}).validate()
+    model = apply_norm_regime(make_method(cfg), cfg, runtime)
+    kinds = {type(m) for m in model.modules()}
+    if name == "detco":
+        assert not METHODS[name].sync_bn and not uses_sync_bn(cfg, runtime)
+        assert torch.nn.SyncBatchNorm not in kinds and torch.nn.BatchNorm2d in kinds
+        assert cfg.detco.shuffle_bn  # the shuffle is what replaces SyncBN there
+    else:
+        assert uses_sync_bn(cfg, runtime)
+        assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    single = select_runtime(True, "auto", {"WORLD_SIZE": "1"})
+    assert not uses_sync_bn(cfg, single)

@@ -114,11 +114,15 @@ def uses_sync_bn(cfg: TrainConfig, runtime: Runtime) -> bool:
             and method_spec(cfg.method).sync_bn)
 
 
+def apply_norm_regime(method: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
+    """The method module with the runtime's BatchNorm regime (SyncBatchNorm where ``uses_sync_bn``; otherwise
+    its BatchNorm layers unchanged, so each GPU normalises with its own batch)."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(method) if uses_sync_bn(cfg, runtime) else method
+
+
 def prepare_model(method: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
     """The method module with the runtime's BatchNorm regime, on its device and memory format."""
-    if uses_sync_bn(cfg, runtime):
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    method = method.to(runtime.device)
+    method = apply_norm_regime(method, cfg, runtime).to(runtime.device)
     if runtime.channels_last:
         method = method.to(memory_format=torch.channels_last)
     return method

@@ -91,7 +91,10 @@ _TABLE = (
                base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
                exports=("torchvision", "maskrcnn"), options=_opts(star=True)),
     MethodSpec("detco", "detco", "DetCo: MoCo v2 on Res2-Res5, global and jigsaw-local views (Xie et al. 2021)",
-               base_lr=0.03, weight_decay=1e-4, warmup_epochs=0.0, settings="detco", optimizer="sgd"),
+               base_lr=0.03, weight_decay=1e-4, warmup_epochs=0.0, settings="detco", optimizer="sgd",
+               # MoCo v2 (and OpenSelfSup, which DetCo builds on) keeps per-GPU BN and shuffles the key batch
+               # across GPUs; SyncBN would pool the statistics again and make the shuffle pointless
+               sync_bn=False),
 )
 
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({m.name: m for m in _TABLE})
