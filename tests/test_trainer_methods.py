@@ -27,7 +27,9 @@ def _string_constants(path: Path) -> set[str]:
 
 def test_no_module_outside_the_table_spells_a_method_name() -> None:
     shared = [p for p in TRAINER.glob("*.py")] + [CLI]
-    offenders = {p.name: sorted(_string_constants(p) & set(METHOD_NAMES)) for p in shared}
+    fields = {spec.settings for spec in METHODS.values()}  # config field names ("soco" is one), not methods
+    offenders = {p.name: sorted(_string_constants(p) & set(METHOD_NAMES) - (fields if p.name == "config.py" else set()))
+                 for p in shared}
     assert not {k: v for k, v in offenders.items() if v}
     # nor do the family modules compare cfg.method with a literal (variants are told apart by the table's options)
     for path in (TRAINER / "methods").glob("*_*.py"):
@@ -96,3 +98,31 @@ def test_batchnorm_regime_on_the_distributed_cuda_path(name: str) -> None:
         assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
     single = select_runtime(True, "auto", {"WORLD_SIZE": "1"})
     assert not uses_sync_bn(cfg, single)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_last_batchnorm_of_every_residual_block_starts_at_zero_as_the_authors_do(name: str) -> None:
+    """DetCon (haiku BlockV1) and SoCo (contrast/resnet.py) start each residual block's last BN γ at 0; DetCo's
+    MoCo v2 / OpenSelfSup ResNet does not. Online and target trunks alike; the setting is recorded."""
+    pytest.importorskip("torch", reason="the trainer needs the train extra")
+    from regionshards.trainer.config import TrainConfig
+    from regionshards.trainer.loop import make_method
+
+    for backbone, last in (("resnet18", "bn2"), ("resnet50", "bn3")):
+        cfg = TrainConfig(method=name, backbone=backbone, image_size=64, batch_size=2, steps=2, proj_hidden=16,
+                          proj_dim=8, pred_hidden=16, detco={"queue_size": 8, "dim": 8}).validate()
+        assert cfg.zero_init_residual is METHODS[name].zero_init_residual
+        assert cfg.to_dict()["zero_init_residual"] is cfg.zero_init_residual
+        model = make_method(cfg)
+        for net in (model.online, model.target):
+            if net is None:
+                continue
+            gammas = [m.weight for n, m in net.backbone.named_modules() if n.endswith(last)]
+            others = [m.weight for n, m in net.backbone.named_modules() if n.endswith("bn1")]
+            assert len(gammas) == (8 if backbone == "resnet18" else 16)
+            want = 0.0 if cfg.zero_init_residual else 1.0
+            assert all(bool((g == want).all()) for g in gammas)
+            assert all(bool((g == 1.0).all()) for g in others)
+    assert METHODS["detcon-b"].zero_init_residual and METHODS["soco"].zero_init_residual
+    assert not METHODS["detco"].zero_init_residual
+    assert TrainConfig(method="detcon-b", zero_init_residual=False).zero_init_residual is False

@@ -90,7 +90,7 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, confi
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A particular checkpoint (default: the newest in RUN).")
 @click.option("--format", "fmt", type=click.Choice(["torchvision", "maskrcnn"]), default="torchvision",
-              show_default=True, help="maskrcnn (SoCo runs): backbone + FPN under maskrcnn_resnet50_fpn key names.")
+              show_default=True, help="maskrcnn (SoCo runs): backbone + FPN under maskrcnn_resnet50_fpn(_v2) keys.")
 @click.option("--head", is_flag=True, help="With --format maskrcnn: add the 4conv1fc box head (roi_heads.box_head).")
 def export_command(run: Path, out: Path, which: str, checkpoint: Path | None, fmt: str, head: bool) -> None:
     """Write a run's backbone as a torchvision resnet state_dict (loads with strict=True), or a SoCo run's

@@ -93,6 +93,8 @@ class TrainConfig:
     proj_dim: int = 256
     pred_hidden: int = 4096
     ema_base: float = 0.996
+    # network init: the last BN γ of each residual block starts at 0 (None: the method's, see the method table)
+    zero_init_residual: bool | None = None
     # the families' own settings (methods/<family>_config.py; the heads' sizes above are shared)
     soco: SoCoConfig = field(default_factory=SoCoConfig)
     detco: DetCoConfig = field(default_factory=DetCoConfig)
@@ -122,7 +124,7 @@ class TrainConfig:
         self.soco = sub_config(SoCoConfig, self.soco)
         self.detco = sub_config(DetCoConfig, self.detco)
         spec = METHODS.get(self.method, METHODS[DEFAULT_METHOD])
-        for name in ("base_lr", "weight_decay", "warmup_epochs"):
+        for name in ("base_lr", "weight_decay", "warmup_epochs", "zero_init_residual"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(spec, name))
 
@@ -204,14 +206,60 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) and k != "views" else v for k, v in d.items()}
 
 
+# Settings added after runs were saved, whose behaviour before they existed differs from their default: a saved
+# config without one ran with the value here. ``complete_saved`` fills it in and ``adopt_legacy`` makes a resumed
+# run keep it (an old SoCo run resumes with its FPN without BatchNorm).
+LEGACY_VALUES: dict[tuple[str, ...], Any] = {("zero_init_residual",): False, ("soco", "fpn_norm"): False}
+
+
+def _lacks(saved: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = saved
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return True
+        node = node[key]
+    return False
+
+
+def complete_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved ``to_dict`` config with the fields it lacks (top-level or inside ``soco``/``detco``) filled in: the
+    ``LEGACY_VALUES`` where they apply, else the defaults of its method."""
+    defaults = TrainConfig(method=saved.get("method", DEFAULT_METHOD)).to_dict()
+    out = {**defaults, **saved}
+    for key, value in defaults.items():
+        if isinstance(value, dict) and isinstance(saved.get(key), Mapping):
+            out[key] = {**value, **saved[key]}
+    for path, value in LEGACY_VALUES.items():
+        if _lacks(saved, path):
+            node = out
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+    return out
+
+
+def adopt_legacy(cfg: TrainConfig, saved: Mapping[str, Any]) -> list[str]:
+    """Set on ``cfg`` the ``LEGACY_VALUES`` of the fields ``saved`` lacks; returns their dotted names."""
+    adopted = []
+    for path, value in LEGACY_VALUES.items():
+        if _lacks(saved, path):
+            node: Any = cfg
+            for key in path[:-1]:
+                node = getattr(node, key)
+            setattr(node, path[-1], value)
+            adopted.append(".".join(path))
+    return adopted
+
+
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Keys (outside ``RUNTIME_FIELDS``) whose values differ between two ``to_dict`` configs, sorted.
 
-    A field missing from ``saved`` (added after that run was started) counts as its default, so such runs resume.
+    Fields missing from ``saved`` (added after that run was started) count as ``complete_saved`` fills them in,
+    so such runs resume.
     """
-    keys = (set(saved) | set(current)) - RUNTIME_FIELDS
-    defaults = TrainConfig(method=current.get("method", DEFAULT_METHOD)).to_dict()
-    return sorted(k for k in keys if saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
+    full = complete_saved(saved)
+    keys = (set(full) | set(current)) - RUNTIME_FIELDS
+    return sorted(k for k in keys if full.get(k) != current.get(k, full.get(k)))
 
 
 def sub_config(cls: type, value: Any) -> Any:

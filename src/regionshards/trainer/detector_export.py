@@ -5,11 +5,13 @@ The export is
 a plain state_dict keyed like torchvision's ``maskrcnn_resnet50_fpn`` (also ``fasterrcnn_resnet50_fpn``):
 
 * ``backbone.<name>`` → ``backbone.body.<name>`` (the ResNet body: ``conv1``, ``bn1``, ``layer1`` … ``layer4``);
-* ``fpn.<name>`` → ``backbone.fpn.<name>`` (``inner_blocks.i.0``, ``layer_blocks.i.0``; the detector's extra
-  max-pool level has no weights);
+* ``fpn.<name>`` → ``backbone.fpn.<name>`` (``inner_blocks.i.0``, ``layer_blocks.i.0`` and, with SoCo's
+  BatchNorm FPN (``soco.fpn_norm``, the default), ``inner_blocks.i.1``, ``layer_blocks.i.1`` — the keys of
+  ``maskrcnn_resnet50_fpn_v2``, whose FPN has BatchNorm; a run without it matches ``maskrcnn_resnet50_fpn``; the
+  detector's extra max-pool level has no weights);
 * with ``head=True``, ``head.<name>`` → ``roi_heads.box_head.<name>``: SoCo's 4conv1fc head is torchvision's
   ``FastRCNNConvFCHead`` (the box head of ``maskrcnn_resnet50_fpn_v2`` / ``fasterrcnn_resnet50_fpn_v2``), so
-  these keys and shapes are those of the v2 detectors (whose FPN, unlike SoCo's, has BatchNorm).
+  these keys and shapes are those of the v2 detectors.
 
 Load with ``detector.load_state_dict(torch.load(path, weights_only=True), strict=False)``: the RPN, the box
 predictor and the mask branch stay at their initialisation. Detectors built with pretrained-backbone defaults

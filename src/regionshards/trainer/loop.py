@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_differences
+from .config import TrainConfig, adopt_legacy, config_differences
 from .data import ShardStream, make_loader
 from .lars import LARS, learning_rate, param_groups, peak_learning_rate
 from .methods import MethodSpec, method_spec
@@ -74,6 +74,7 @@ def _check_run_folder(cfg: TrainConfig, runtime: Runtime, resume: bool) -> tuple
     if not saved.exists():
         raise RunError(f"{run}: nothing to resume (no {CONFIG_NAME})")
     old = json.loads(saved.read_text("utf-8"))
+    adopt_legacy(cfg, old)  # a run saved before a setting existed resumes as it was trained
     diff = config_differences({k: v for k, v in old.items() if k != "run"}, cfg.to_dict())
     if old.get("run", {}).get("world_size") != runtime.world_size:
         diff.append("world_size")

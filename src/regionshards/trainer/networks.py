@@ -18,9 +18,11 @@ from torch import Tensor, nn
 class ResNetTrunk(nn.Module):
     """torchvision ResNet up to ``layer4`` (``weights=None``): (N, 3, S, S) → (N, C, S/32, S/32) C5 features."""
 
-    def __init__(self, name: str = "resnet50") -> None:
+    def __init__(self, name: str = "resnet50", zero_init_residual: bool = False) -> None:
         super().__init__()
-        net = getattr(torchvision.models, name)(weights=None)
+        # zero_init_residual: the last BatchNorm of every residual block (bn3 / bn2) starts with γ = 0, so each
+        # block starts as the identity (Goyal et al. 2017; haiku's BlockV1 and SoCo's contrast/resnet.py do it)
+        net = getattr(torchvision.models, name)(weights=None, zero_init_residual=zero_init_residual)
         self.name = name
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4

@@ -43,6 +43,8 @@ class MethodSpec:
             with momentum, weight decay on every parameter: MoCo v2's).
         momentum_target: whether the method keeps an EMA / momentum network (its momentum is logged as ``ema``).
         sync_bn: whether BatchNorm becomes SyncBatchNorm on the multi-GPU CUDA path (False keeps per-GPU BN).
+        zero_init_residual: the default of ``TrainConfig.zero_init_residual`` (the last BatchNorm γ of every
+            residual block starts at 0).
         exports: the ``export --format`` values a run of the method supports.
         options: variant switches read by the family's modules only.
     """
@@ -58,6 +60,7 @@ class MethodSpec:
     optimizer: str = "lars"
     momentum_target: bool = True
     sync_bn: bool = True
+    zero_init_residual: bool = True
     exports: tuple[str, ...] = ("torchvision",)
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -93,8 +96,9 @@ _TABLE = (
     MethodSpec("detco", "detco", "DetCo: MoCo v2 on Res2-Res5, global and jigsaw-local views (Xie et al. 2021)",
                base_lr=0.03, weight_decay=1e-4, warmup_epochs=0.0, settings="detco", optimizer="sgd",
                # MoCo v2 (and OpenSelfSup, which DetCo builds on) keeps per-GPU BN and shuffles the key batch
-               # across GPUs; SyncBN would pool the statistics again and make the shuffle pointless
-               sync_bn=False),
+               # across GPUs; SyncBN would pool the statistics again and make the shuffle pointless. Its ResNet
+               # is torchvision's / OpenSelfSup's default: no zero-init of the residual BN γ.
+               sync_bn=False, zero_init_residual=False),
 )
 
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({m.name: m for m in _TABLE})

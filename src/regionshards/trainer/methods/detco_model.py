@@ -45,9 +45,9 @@ class DetCoNet(nn.Module):
     ``(global, local)``: two lists of 4 (B, dim) float32 L2-normalised vectors (Res2..Res5).
     """
 
-    def __init__(self, backbone: str, dim: int, cells: int) -> None:
+    def __init__(self, backbone: str, dim: int, cells: int, *, zero_init_residual: bool = False) -> None:
         super().__init__()
-        self.backbone = ResNetTrunk(backbone)
+        self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
         channels = stage_channels(self.backbone)
         self.global_heads = nn.ModuleList(moco_mlp(c, c, dim) for c in channels)
         self.local_heads = nn.ModuleList(moco_mlp(cells * c, c, dim) for c in channels)
@@ -95,8 +95,9 @@ class DetCo(nn.Module):
         self.cfg = cfg
         dc = cfg.detco
         cells = dc.grid ** 2
-        self.online = DetCoNet(cfg.backbone, dc.dim, cells)
-        self.target = DetCoNet(cfg.backbone, dc.dim, cells)
+        zero = bool(cfg.zero_init_residual)
+        self.online = DetCoNet(cfg.backbone, dc.dim, cells, zero_init_residual=zero)
+        self.target = DetCoNet(cfg.backbone, dc.dim, cells, zero_init_residual=zero)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.register_buffer("queue_global", F.normalize(torch.randn(4, dc.queue_size, dc.dim), dim=2))

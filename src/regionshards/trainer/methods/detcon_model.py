@@ -51,9 +51,10 @@ class DetConNet(nn.Module):
     predictor. The heads see the N·K pooled vectors as one batch (BatchNorm over all of them).
     """
 
-    def __init__(self, backbone: str, proj_hidden: int, proj_dim: int, pred_hidden: int | None) -> None:
+    def __init__(self, backbone: str, proj_hidden: int, proj_dim: int, pred_hidden: int | None, *,
+                 zero_init_residual: bool = False) -> None:
         super().__init__()
-        self.backbone = ResNetTrunk(backbone)
+        self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
         self.projector = mlp(self.backbone.out_channels, proj_hidden, proj_dim)
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if pred_hidden else None
 
@@ -77,10 +78,12 @@ class DetCon(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.is_byol = method_spec(cfg.method).option("objective") == "byol"
-        self.online = DetConNet(cfg.backbone, cfg.proj_hidden, cfg.proj_dim, cfg.pred_hidden if self.is_byol else None)
+        zero = bool(cfg.zero_init_residual)
+        self.online = DetConNet(cfg.backbone, cfg.proj_hidden, cfg.proj_dim, cfg.pred_hidden if self.is_byol else None,
+                                zero_init_residual=zero)
         self.target: DetConNet | None = None
         if self.is_byol:
-            self.target = DetConNet(cfg.backbone, cfg.proj_hidden, cfg.proj_dim, None)
+            self.target = DetConNet(cfg.backbone, cfg.proj_hidden, cfg.proj_dim, None, zero_init_residual=zero)
             self.target.load_state_dict(_without_predictor(self.online.state_dict()))
             self.target.requires_grad_(False)
 

@@ -23,7 +23,8 @@ class SoCoConfig:
     ``proposal_filter`` (with the fallback the build recorded in ``used``; ``"whole-image"`` → one whole-image
     box); per pair (V1, Vj) ``num_boxes`` drawn without replacement among those overlapping V1 ∩ Vj, padded
     with duplicates; V1's boxes jittered with ``jitter_p`` (``jitter_ratio`` of w, h). Levels: P2..P5 for
-    sqrt(w h) <= ``level_thresholds`` (view pixels). Network: FPN of ``fpn_channels``, RoIAlign
+    sqrt(w h) <= ``level_thresholds`` (view pixels). Network: FPN of ``fpn_channels`` (``fpn_norm``: BatchNorm
+    after every lateral and output conv, convs without bias, as SoCo's ``norm_cfg=BN``), RoIAlign
     ``roi_size`` x ``roi_size`` (aligned, ``roi_sampling_ratio``), 4 conv + FC ``head_fc``; EMA ``ema_base`` → 1.
     """
 
@@ -38,6 +39,7 @@ class SoCoConfig:
     jitter_ratio: float = 0.1
     level_thresholds: tuple[float, ...] = (48.0, 96.0, 192.0, 224.0)
     fpn_channels: int = 256
+    fpn_norm: bool = True
     roi_size: int = 7
     roi_sampling_ratio: int = -1
     head_fc: int = 1024

@@ -2,10 +2,11 @@
 target, and the BYOL loss over matched proposal boxes.
 
 ``SoCoNet`` = ``networks.ResNetTrunk`` → ``torchvision.ops.FeaturePyramidNetwork`` (P2–P5, 256 channels, no
-extra level) → ``torchvision.ops.roi_align`` (7 x 7, ``aligned=True``) of every box **only at its assigned
-level** → torchvision's ``FastRCNNConvFCHead`` (4 x (conv 3x3 + BN + ReLU), FC 1024 + ReLU) → projector (→
-predictor). Module names follow torchvision's detectors (``backbone`` = the ResNet body, ``fpn``, ``head`` =
-the box head), so ``detector_export`` can write them under ``maskrcnn_resnet50_fpn`` keys unchanged.
+extra level; BatchNorm after every lateral and output conv, as SoCo builds mmdet's FPN with ``norm_cfg=BN``) →
+``torchvision.ops.roi_align`` (7 x 7, ``aligned=True``) of every box **only at its assigned level** →
+torchvision's ``FastRCNNConvFCHead`` (4 x (conv 3x3 + BN + ReLU), FC 1024 + ReLU) → projector (→ predictor).
+Module names follow torchvision's detectors (``backbone`` = the ResNet body, ``fpn``, ``head`` = the box head),
+so ``detector_export`` can write them under ``maskrcnn_resnet50_fpn_v2`` keys unchanged.
 
 Online = ``SoCoNet`` with a predictor; target = an EMA copy without predictor (no gradient, BatchNorm in
 training mode, as in BYOL and DetCon-B), momentum ``1 - (1 - soco.ema_base) (cos(pi t / T) + 1) / 2`` (0.99 → 1).
@@ -62,10 +63,14 @@ class SoCoNet(nn.Module):
     """
 
     def __init__(self, backbone: str, fpn_channels: int, roi_size: int, sampling_ratio: int, head_fc: int,
-                 proj_hidden: int, proj_dim: int, pred_hidden: int | None) -> None:
+                 proj_hidden: int, proj_dim: int, pred_hidden: int | None, *, fpn_norm: bool = True,
+                 zero_init_residual: bool = False) -> None:
         super().__init__()
-        self.backbone = ResNetTrunk(backbone)
-        self.fpn = FeaturePyramidNetwork(stage_channels(self.backbone), fpn_channels)
+        self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
+        # SoCo's FPN (mmdet's, norm_cfg=BN): BatchNorm after every lateral and output conv, convs without bias
+        # (torchvision's Conv2dNormActivation drops the bias when given a norm layer)
+        self.fpn = FeaturePyramidNetwork(stage_channels(self.backbone), fpn_channels,
+                                         norm_layer=nn.BatchNorm2d if fpn_norm else None)
         self.head = FastRCNNConvFCHead((fpn_channels, roi_size, roi_size), [fpn_channels] * 4, [head_fc],
                                        norm_layer=nn.BatchNorm2d)
         self.projector = mlp(head_fc, proj_hidden, proj_dim)
@@ -139,8 +144,9 @@ class SoCo(nn.Module):
         sc = cfg.soco
         args = (cfg.backbone, sc.fpn_channels, sc.roi_size, sc.roi_sampling_ratio, sc.head_fc, cfg.proj_hidden,
                 cfg.proj_dim)
-        self.online = SoCoNet(*args, cfg.pred_hidden)
-        self.target = SoCoNet(*args, None)
+        kw = {"fpn_norm": sc.fpn_norm, "zero_init_residual": bool(cfg.zero_init_residual)}
+        self.online = SoCoNet(*args, cfg.pred_hidden, **kw)
+        self.target = SoCoNet(*args, None, **kw)
         self.target.load_state_dict({k: v for k, v in self.online.state_dict().items()
                                      if not k.startswith("predictor.")})
         self.target.requires_grad_(False)
