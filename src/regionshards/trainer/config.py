@@ -80,6 +80,7 @@ class TrainConfig:
     # loader
     workers: int = 4
     shuffle_buffer: int = 1000
+    interleave: int = 1024  # shards read at once, one sample each in turn (DetCon's tf.data interleave); 0: none
     mask_source: str = "segments"
     colour: bool = True  # False skips every photometric augmentation (geometry only)
     views: tuple[ViewConfig, ViewConfig] = field(default_factory=lambda: (_view1(), _view2()))
@@ -158,6 +159,8 @@ class TrainConfig:
                      "log_every", "checkpoint_every", "keep_checkpoints", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.interleave < 0:
+            raise ValueError(f"interleave must be >= 0 (0: no interleaving), got {self.interleave}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.temperature <= 0:
@@ -209,7 +212,8 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 # Settings added after runs were saved, whose behaviour before they existed differs from their default: a saved
 # config without one ran with the value here. ``complete_saved`` fills it in and ``adopt_legacy`` makes a resumed
 # run keep it (an old SoCo run resumes with its FPN without BatchNorm).
-LEGACY_VALUES: dict[tuple[str, ...], Any] = {("zero_init_residual",): False, ("soco", "fpn_norm"): False}
+LEGACY_VALUES: dict[tuple[str, ...], Any] = {("zero_init_residual",): False, ("soco", "fpn_norm"): False,
+                                             ("interleave",): 0}
 
 
 def _lacks(saved: Mapping[str, Any], path: tuple[str, ...]) -> bool:
