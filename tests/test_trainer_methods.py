@@ -126,3 +126,36 @@ def test_last_batchnorm_of_every_residual_block_starts_at_zero_as_the_authors_do
     assert METHODS["detcon-b"].zero_init_residual and METHODS["soco"].zero_init_residual
     assert not METHODS["detco"].zero_init_residual
     assert TrainConfig(method="detcon-b", zero_init_residual=False).zero_init_residual is False
+
+
+# --- recipes ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["detcon-b-imagenet", "detcon-b-imagenet-100ep", "soco-fpn-100ep", "soco-fpn-400ep",
+                                  "soco-star-fpn-400ep", "soco-c4-100ep", "soco-c4-400ep", "detco-200ep",
+                                  "detco-800ep"])
+def test_every_recipe_is_a_valid_config_of_its_official_run(name: str) -> None:
+    from regionshards.trainer.config import TrainConfig
+    from regionshards.trainer.recipes import recipe_values
+
+    values = recipe_values(name)
+    cfg = TrainConfig.from_dict(values).validate()
+    assert cfg.recipe == name and cfg.epochs == values["epochs"] and cfg.steps == 0
+    assert cfg.method in METHOD_NAMES
+    if name.startswith("soco"):
+        assert cfg.soco.cutout_p == (0.5 if name in ("soco-fpn-100ep", "soco-c4-100ep", "soco-c4-400ep") else 0.0)
+        assert cfg.batch_size * 16 == 2048 and cfg.soco.ema_base == 0.99 and cfg.soco.max_tries == 5
+        assert cfg.soco.crop_scale == ((0.6, 1.0) if "c4" in name else (0.5, 1.0))
+        assert cfg.soco.jitter_p == (0.0 if "c4" in name else 0.5)
+    if name.startswith("detco-"):
+        assert cfg.batch_size * 8 == 256 and cfg.base_lr == 0.03 and not cfg.zero_init_residual
+        assert cfg.epochs == (200 if name == "detco-200ep" else 800)
+    if name.startswith("detcon"):
+        assert cfg.batch_size * 512 == 4096 and cfg.warmup_epochs == cfg.epochs / 100
+
+
+def test_unknown_recipe_is_refused_naming_the_recipes() -> None:
+    from regionshards.trainer.recipes import recipe
+
+    with pytest.raises(ValueError, match="unknown recipe 'x'; recipes: detcon-b-imagenet"):
+        recipe("x")

@@ -412,10 +412,10 @@ def test_config_objects_round_trip_and_older_runs_still_resume() -> None:
     # a DetCon run saved before the soco / detco / warmup_epochs fields existed resumes unchanged
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("soco", "detco", "warmup_epochs")}
     current = TrainConfig()
-    assert adopt_legacy(current, old) == ["soco.fpn_norm"]  # a setting added since: the run keeps its old value
+    assert adopt_legacy(current, old) == ["soco.fpn_norm", "soco.max_tries"]  # added since: the run keeps its old value
     assert config_differences(old, current.to_dict()) == []
-    assert config_differences(old, TrainConfig(detco={"queue_size": 8}, soco={"fpn_norm": False}).to_dict()) == [
-        "detco"]
+    legacy_soco = {"fpn_norm": False, "max_tries": 1}
+    assert config_differences(old, TrainConfig(detco={"queue_size": 8}, soco=legacy_soco).to_dict()) == ["detco"]
 
 
 @pytest.mark.parametrize("method", ["soco", "soco-star"])

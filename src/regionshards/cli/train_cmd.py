@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-# the method table is torch-free; the rest of the trainer is imported inside the commands
+# the method table and the recipes are torch-free; the rest of the trainer is imported inside the commands
 from ..trainer.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
+from ..trainer.recipes import RECIPES, recipe_values
 
 _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
     "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
@@ -28,7 +29,11 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
               default="resnet50", show_default=True)
 @click.option("--image-size", type=int, default=224, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Per process (global = x processes).")
-@click.option("--steps", type=int, required=True, help="Optimiser steps of the whole run (sets the schedules).")
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
+              help="An official run's settings, field by field (docs/trainer.md); other options win over it.")
+@click.option("--steps", type=int, help="Optimiser steps of the whole run (sets the schedules).")
+@click.option("--epochs", type=float, help="Instead of --steps: epochs of the dataset (steps = epochs x batches per "
+              "epoch for this dataset, world size and batch size).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Loader processes per training process.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -50,7 +55,7 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
               help="JSON object of any trainer config fields; options given on the command line win.")
 @click.pass_context
 def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, config_file: Path | None,
-                  proposal_filter: str | None, **options) -> None:
+                  proposal_filter: str | None, recipe: str | None, epochs: float | None, **options) -> None:
     """Self-supervised pretraining (DetCon-B/S, SoCo/SoCo*, DetCo: see --method) on a built dataset; launch with
     torchrun for several processes.
 
@@ -58,11 +63,26 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, confi
     """
     from ..trainer.config import TrainConfig
 
-    values = json.loads(config_file.read_text("utf-8")) if config_file else {}
-    values.pop("run", None)  # a previous run's config.json may serve as --config
+    values = recipe_values(recipe) if recipe else {}
+    given = json.loads(config_file.read_text("utf-8")) if config_file else {}
+    given.pop("run", None)  # a previous run's config.json may serve as --config
+    for key, value in given.items():  # the file wins over the recipe (nested objects merged)
+        merge = isinstance(value, dict) and isinstance(values.get(key), dict)
+        values[key] = {**values[key], **value} if merge else value
     for name, field in _TRAIN_OPTIONS.items():
         if field not in values or ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             values[field] = options[name]
+    if epochs is not None:
+        values["epochs"] = epochs
+        if ctx.get_parameter_source("steps") != click.core.ParameterSource.COMMANDLINE:
+            values["steps"] = 0
+    elif ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
+        values["epochs"] = None
+    if epochs is not None and options["steps"] is not None:
+        raise click.UsageError("give --steps or --epochs, not both")
+    if not values.get("steps") and values.get("epochs") is None:
+        raise click.UsageError("give --steps or --epochs (or a --recipe)")
+    values["steps"] = values.get("steps") or 0
     values.update(data=str(data), out=str(run))
     if proposal_filter is not None:
         spec = METHODS.get(values.get("method", DEFAULT_METHOD))

@@ -76,6 +76,8 @@ class TrainConfig:
     image_size: int = 224
     batch_size: int = 64
     steps: int = 0
+    epochs: float | None = None  # instead of steps: steps = ceil(epochs x batches per epoch), resolved at start
+    recipe: str | None = None  # the --recipe the values came from (recipes.RECIPES), for the record
     seed: int = 0
     # loader
     workers: int = 4
@@ -155,7 +157,11 @@ class TrainConfig:
         if self.image_size < self.feature_stride or self.image_size % self.feature_stride:
             raise ValueError(f"image_size must be a positive multiple of feature_stride {self.feature_stride}, "
                              f"got {self.image_size}")
-        for name in ("batch_size", "steps", "num_masks", "proj_hidden", "proj_dim", "pred_hidden", "lr_batch_base",
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.steps < (0 if self.epochs is not None else 1):
+            raise ValueError(f"steps must be >= 1 (or give epochs), got {self.steps}")
+        for name in ("batch_size", "num_masks", "proj_hidden", "proj_dim", "pred_hidden", "lr_batch_base",
                      "log_every", "checkpoint_every", "keep_checkpoints", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -167,7 +173,7 @@ class TrainConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.ema_base <= 1:
             raise ValueError(f"ema_base must lie in [0, 1], got {self.ema_base}")
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.steps:
+        if self.warmup_steps is not None and self.steps and not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps must lie in 0..steps, got {self.warmup_steps}")
         if self.mask_source not in ("segments", "ground_truth"):
             raise ValueError(f"mask_source must be 'segments' or 'ground_truth', got {self.mask_source!r}")
@@ -213,7 +219,7 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 # config without one ran with the value here. ``complete_saved`` fills it in and ``adopt_legacy`` makes a resumed
 # run keep it (an old SoCo run resumes with its FPN without BatchNorm).
 LEGACY_VALUES: dict[tuple[str, ...], Any] = {("zero_init_residual",): False, ("soco", "fpn_norm"): False,
-                                             ("interleave",): 0}
+                                             ("interleave",): 0, ("soco", "max_tries"): 1}
 
 
 def _lacks(saved: Mapping[str, Any], path: tuple[str, ...]) -> bool:

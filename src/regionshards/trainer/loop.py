@@ -17,6 +17,7 @@ needs — comes from its row of the method table (``methods.METHODS``); nothing 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -162,6 +163,15 @@ def check_dataset(cfg: TrainConfig) -> None:
                            "(rebuild with --filter, or pass --proposal-filter)")
 
 
+def resolve_steps(cfg: TrainConfig, runtime: Runtime) -> None:
+    """``epochs`` → ``steps`` (ceil(epochs x batches per epoch) for this dataset, world size and batch size)."""
+    if cfg.epochs is None or cfg.steps:
+        return
+    per_epoch = ShardStream(cfg.data, cfg, rank=runtime.rank, world_size=runtime.world_size).batches_per_epoch
+    cfg.steps = max(1, math.ceil(cfg.epochs * per_epoch))
+    cfg.validate()
+
+
 def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns ``{"step", "loss", "checkpoint"}`` of the last step.
 
@@ -174,6 +184,7 @@ def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | 
     check_dataset(cfg)
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     runtime = select_runtime(torch.cuda.is_available(), cfg.device)
+    resolve_steps(cfg, runtime)
     init_distributed(runtime)
     try:
         result = _train(cfg, runtime, resume, echo)

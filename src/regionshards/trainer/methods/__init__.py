@@ -93,6 +93,9 @@ _TABLE = (
     MethodSpec("soco-star", "soco", "SoCo*: SoCo with a fourth view (V2 at S/2) and a 6S/7 crop",
                base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
                exports=("torchvision", "maskrcnn"), options=_opts(star=True)),
+    MethodSpec("soco-c4", "soco", "SoCo-C4: SoCo with RoIAlign on C4 and res5 as the head, views V1 and V2",
+               base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
+               options=_opts(star=False, c4=True)),
     MethodSpec("detco", "detco", "DetCo: MoCo v2 on Res2-Res5, global and jigsaw-local views (Xie et al. 2021)",
                base_lr=0.03, weight_decay=1e-4, warmup_epochs=0.0, settings="detco", optimizer="sgd",
                # MoCo v2 (and OpenSelfSup, which DetCo builds on) keeps per-GPU BN and shuffles the key batch

@@ -22,7 +22,11 @@ class SoCoConfig:
     with its own flip. V2.. take ``views[1]``'s colour. Proposals: the stored ``keep`` of filter
     ``proposal_filter`` (with the fallback the build recorded in ``used``; ``"whole-image"`` → one whole-image
     box); per pair (V1, Vj) ``num_boxes`` drawn without replacement among those overlapping V1 ∩ Vj, padded
-    with duplicates; V1's boxes jittered with ``jitter_p`` (``jitter_ratio`` of w, h). Levels: P2..P5 for
+    with duplicates; V1's boxes jittered with ``jitter_p`` (``jitter_ratio`` of w, h). The crops are drawn again,
+    up to ``max_tries`` times in all, until every pair's intersection overlaps ``least`` proposals (``least``
+    starts at max(num_boxes // 2, 1) and halves after each failed try; the last draw is kept), as SoCo's loader
+    does. Box cutout (SoCo's 100-epoch recipe): in V2 and V3 (SoCo-C4: V2), per box with ``cutout_p``, a
+    square of ``cutout_ratio`` of the box's area filled with the normalisation mean. Levels: P2..P5 for
     sqrt(w h) <= ``level_thresholds`` (view pixels). Network: FPN of ``fpn_channels`` (``fpn_norm``: BatchNorm
     after every lateral and output conv, convs without bias, as SoCo's ``norm_cfg=BN``), RoIAlign
     ``roi_size`` x ``roi_size`` (aligned, ``roi_sampling_ratio``), 4 conv + FC ``head_fc``; EMA ``ema_base`` → 1.
@@ -37,6 +41,9 @@ class SoCoConfig:
     star_small_size: int | None = None
     jitter_p: float = 0.5
     jitter_ratio: float = 0.1
+    max_tries: int = 5
+    cutout_p: float = 0.0
+    cutout_ratio: tuple[float, float] = (0.1, 0.3)
     level_thresholds: tuple[float, ...] = (48.0, 96.0, 192.0, 224.0)
     fpn_channels: int = 256
     fpn_norm: bool = True
@@ -65,6 +72,12 @@ class SoCoConfig:
             raise ValueError(f"soco.level_thresholds must be 4 ascending sizes (P2..P5), got {self.level_thresholds}")
         if not (0 <= self.jitter_p <= 1 and 0 <= self.jitter_ratio < 1 and 0 <= self.ema_base <= 1):
             raise ValueError("soco: jitter_p and ema_base must lie in [0, 1], jitter_ratio in [0, 1)")
+        if self.max_tries < 1:
+            raise ValueError(f"soco.max_tries must be >= 1, got {self.max_tries}")
+        lo, hi = self.cutout_ratio
+        if not (0 <= self.cutout_p <= 1 and 0 <= lo <= hi <= 1):
+            raise ValueError(f"soco: cutout_p must lie in [0, 1] and cutout_ratio be 0 <= lo <= hi <= 1, got "
+                             f"{self.cutout_p}, {self.cutout_ratio}")
         for name in ("small_size", "star_crop_size", "star_small_size"):
             if getattr(self, name) is not None and getattr(self, name) < 8:
                 raise ValueError(f"soco.{name} must be >= 8 or null")

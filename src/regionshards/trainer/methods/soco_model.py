@@ -33,6 +33,7 @@ from torchvision.ops import FeaturePyramidNetwork, roi_align
 
 from ..config import TrainConfig
 from ..networks import ResNetTrunk, cosine_momentum, ema_update, mlp, stage_channels, stage_features
+from . import method_spec
 
 
 def box_byol_loss(pred: Tensor, target: Tensor, ids_pred: Tensor, ids_target: Tensor) -> Tensor:
@@ -135,6 +136,52 @@ def _split(x: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
     return [p.reshape(n, m, -1).float() for p, (n, m) in zip(parts, shapes, strict=True)]
 
 
+class SoCoC4Net(nn.Module):
+    """SoCo-C4 (hologerry/SoCo ``contrast/models/SoCo_C4.py`` with ``contrast/resnet.py``'s
+    ``use_roi_align_on_c4``): ResNet up to C4 (``layer3``, stride 16) → ``roi_align`` 14 x 14 (``aligned=True``)
+    of every box → ``layer4`` (res5 as the RoI head, stride 2 → 7 x 7) → average pool → projector (→ predictor).
+    The whole image never goes through res5, as in the reference. Same ``forward`` as ``SoCoNet`` (``levels``
+    unused); views of equal side share one pass to C4.
+    """
+
+    def __init__(self, backbone: str, roi_size: int, sampling_ratio: int, proj_hidden: int, proj_dim: int,
+                 pred_hidden: int | None, *, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
+        self.projector = mlp(self.backbone.out_channels, proj_hidden, proj_dim)
+        self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if pred_hidden else None
+        self.roi_size, self.sampling_ratio = 2 * roi_size, sampling_ratio  # 14 before res5's stride 2 → 7
+
+    def pool(self, views: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
+        """(Σ_v B M_v, C4 channels, 2 roi, 2 roi) RoI features of C4 in view order."""
+        trunk = self.backbone
+        by_size: dict[int, list[int]] = {}
+        for v, x in enumerate(views):
+            by_size.setdefault(int(x.shape[-1]), []).append(v)
+        pieces: dict[int, Tensor] = {}
+        for size, members in by_size.items():
+            x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(torch.cat([views[v] for v in members])))))
+            c4 = trunk.layer3(trunk.layer2(trunk.layer1(x)))
+            offset = 0
+            for v in members:
+                n, m = boxes[v].shape[:2]
+                image = torch.arange(n, device=c4.device).repeat_interleave(m) + offset
+                rois = torch.cat([image[:, None].float(), boxes[v].reshape(-1, 4).float()], 1)
+                pieces[v] = roi_align(c4.float(), rois, self.roi_size, spatial_scale=c4.shape[-1] / size,
+                                      sampling_ratio=self.sampling_ratio, aligned=True)
+                offset += n
+        return torch.cat([pieces[v] for v in range(len(views))])
+
+    def forward(self, views: Sequence[Tensor], boxes: Sequence[Tensor],
+                levels: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor] | None]:
+        pooled = self.pool(views, boxes).to(views[0].dtype)
+        feats = self.backbone.layer4(pooled).mean((2, 3))
+        proj = self.projector(feats)
+        pred = self.predictor(proj) if self.predictor is not None else None
+        shapes = [(b.shape[0], b.shape[1]) for b in boxes]
+        return _split(proj, shapes), (_split(pred, shapes) if pred is not None else None)
+
+
 class SoCo(nn.Module):
     """Networks and loss of SoCo / SoCo* for one config (``online`` is the module to wrap in DDP)."""
 
@@ -144,9 +191,15 @@ class SoCo(nn.Module):
         sc = cfg.soco
         args = (cfg.backbone, sc.fpn_channels, sc.roi_size, sc.roi_sampling_ratio, sc.head_fc, cfg.proj_hidden,
                 cfg.proj_dim)
-        kw = {"fpn_norm": sc.fpn_norm, "zero_init_residual": bool(cfg.zero_init_residual)}
-        self.online = SoCoNet(*args, cfg.pred_hidden, **kw)
-        self.target = SoCoNet(*args, None, **kw)
+        zero = bool(cfg.zero_init_residual)
+        if method_spec(cfg.method).option("c4"):
+            c4 = (cfg.backbone, sc.roi_size, sc.roi_sampling_ratio, cfg.proj_hidden, cfg.proj_dim)
+            self.online: nn.Module = SoCoC4Net(*c4, cfg.pred_hidden, zero_init_residual=zero)
+            self.target: nn.Module = SoCoC4Net(*c4, None, zero_init_residual=zero)
+        else:
+            kw = {"fpn_norm": sc.fpn_norm, "zero_init_residual": zero}
+            self.online = SoCoNet(*args, cfg.pred_hidden, **kw)
+            self.target = SoCoNet(*args, None, **kw)
         self.target.load_state_dict({k: v for k, v in self.online.state_dict().items()
                                      if not k.startswith("predictor.")})
         self.target.requires_grad_(False)

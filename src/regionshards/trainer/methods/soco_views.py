@@ -39,6 +39,8 @@ from .soco_boxes import (
     candidate_boxes,
     clip,
     crop_corners,
+    cutout_in_boxes,
+    enough_overlap,
     intersection,
     jitter,
     sample_boxes,
@@ -52,14 +54,28 @@ def is_star(cfg: TrainConfig) -> bool:
     return bool(method_spec(cfg.method).option("star"))
 
 
+def is_c4(cfg: TrainConfig) -> bool:
+    """SoCo-C4's two views (the method table's ``c4`` option)."""
+    return bool(method_spec(cfg.method).option("c4"))
+
+
 def view_sizes(cfg: TrainConfig) -> tuple[int, ...]:
-    """Output side of each view (V1, V2, V3[, V4])."""
-    return cfg.soco.view_sizes(cfg.image_size, is_star(cfg))
+    """Output side of each view (V1, V2[, V3[, V4]])."""
+    sizes = cfg.soco.view_sizes(cfg.image_size, is_star(cfg))
+    return sizes[:2] if is_c4(cfg) else sizes
 
 
 def pair_views(cfg: TrainConfig) -> tuple[int, ...]:
-    """The view paired with V1 in each pair: (1, 2) for SoCo, (1, 2, 3) for SoCo*."""
+    """The view paired with V1 in each pair: (1, 2) for SoCo, (1, 2, 3) for SoCo*, (1,) for SoCo-C4."""
+    if is_c4(cfg):
+        return (1,)
     return (1, 2, 3) if is_star(cfg) else (1, 2)
+
+
+def cut_views(cfg: TrainConfig) -> tuple[int, ...]:
+    """The pairs whose second view gets box cutout: V2 and V3 (SoCo-C4: V2; never SoCo*'s V4, whose recipe
+    has no cutout)."""
+    return tuple(p for p, v in enumerate(pair_views(cfg)) if not (is_star(cfg) and v == 3))
 
 
 def crop_view_config(cfg: TrainConfig) -> ViewConfig:
@@ -80,13 +96,31 @@ class SoCoBuffers:
 
 
 def draw_crops(rng: np.random.Generator, height: int, width: int, cfg: TrainConfig) -> list[Crop]:
-    """The stored-pixel crops of V1 (whole image), V2, V3 and, for SoCo*, V4 (V2's crop, own flip)."""
+    """The stored-pixel crops of V1 (whole image), V2, V3 (not SoCo-C4) and, for SoCo*, V4 (V2's crop, own
+    flip)."""
     crop_cfg = crop_view_config(cfg)
     crops = [Crop(0, 0, height, width, bool(rng.random() < cfg.views[0].flip_p))]
-    crops += [sample_crop(rng, height, width, crop_cfg) for _ in range(2)]
+    crops += [sample_crop(rng, height, width, crop_cfg) for _ in range(1 if is_c4(cfg) else 2)]
     if is_star(cfg):
         v2 = crops[1]
         crops.append(Crop(v2.y, v2.x, v2.h, v2.w, bool(rng.random() < crop_cfg.flip_p)))
+    return crops
+
+
+def draw_overlapping_crops(rng: np.random.Generator, height: int, width: int, cfg: TrainConfig,
+                           candidates: np.ndarray) -> list[Crop]:
+    """``draw_crops`` again, up to ``soco.max_tries`` draws in all, until every pair's V1 ∩ Vj overlaps enough
+    proposals (SoCo's loader: ``least_common`` = max(K // 2, 1), halved after each failed try; the last draw is
+    kept when none passes)."""
+    sc = cfg.soco
+    least = max(sc.num_boxes // 2, 1)
+    for _ in range(sc.max_tries):
+        crops = draw_crops(rng, height, width, cfg)
+        v1 = crop_corners(crops[0])
+        regions = [intersection(v1, crop_corners(crops[v])) for v in pair_views(cfg) if not (is_star(cfg) and v == 3)]
+        if enough_overlap(candidates, regions, sc.num_boxes, least):
+            break
+        least = max(least // 2, 1)
     return crops
 
 
@@ -104,8 +138,8 @@ def make_soco_sample(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Ge
     sc = cfg.soco
     meta, field, height, width = sample_meta(sample)
     sizes = view_sizes(cfg)
-    crops = draw_crops(rng, height, width, cfg)
     candidates, ids, _ = candidate_boxes(meta.get("proposals"), sc.proposal_filter, height, width)
+    crops = draw_overlapping_crops(rng, height, width, cfg, candidates)
     image = DecodedImage(sample[field], field, height, width, crops, sizes)
     grid = [image.grid_crop(c) for c in crops]
     frame = whole_image(height, width)[0]
@@ -133,6 +167,11 @@ def make_soco_sample(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Ge
     if cfg.colour:
         for v in range(len(grid)):
             out.images[v][i] = colour_augment(out.images[v][i], rng, cfg.views[0 if v == 0 else 1])
+    if sc.cutout_p > 0:  # after colour, on the flipped view boxes, as the reference
+        fill = np.round(np.asarray(cfg.mean) * 255).astype(np.uint8)
+        for p in cut_views(cfg):
+            view = pair_views(cfg)[p]
+            cutout_in_boxes(out.images[view][i], out.boxes[p, 1, i], rng, sc.cutout_p, sc.cutout_ratio, fill)
 
 
 def make_batch(samples: Sequence[dict[str, Any]], cfg: TrainConfig, rng: np.random.Generator) -> dict[str, Any]:
