@@ -26,7 +26,8 @@ def _string_constants(path: Path) -> set[str]:
 
 
 def test_no_module_outside_the_table_spells_a_method_name() -> None:
-    shared = [p for p in TRAINER.glob("*.py")] + [CLI]
+    # recipes.py names the method of each official run, as a config.json does
+    shared = [p for p in TRAINER.glob("*.py") if p.name != "recipes.py"] + [CLI]
     fields = {spec.settings for spec in METHODS.values()}  # config field names ("soco" is one), not methods
     offenders = {p.name: sorted(_string_constants(p) & set(METHOD_NAMES) - (fields if p.name == "config.py" else set()))
                  for p in shared}
@@ -159,3 +160,24 @@ def test_unknown_recipe_is_refused_naming_the_recipes() -> None:
 
     with pytest.raises(ValueError, match="unknown recipe 'x'; recipes: detcon-b-imagenet"):
         recipe("x")
+
+
+def test_detcon_s_adopts_simclr_views_and_head_and_old_runs_keep_theirs() -> None:
+    """The DetCon paper: each variant adopts its base method's augmentations and architecture (SimCLR's for
+    DetCon-S). A DetCon-S run saved with DetCon-B's views and head resumes with them."""
+    from regionshards.trainer.config import TrainConfig, adopt_legacy, config_differences
+
+    s, b = TrainConfig(method="detcon-s"), TrainConfig(method="detcon-b")
+    assert s.views[0] == s.views[1]  # symmetric, as SimCLR
+    v = s.views[0]
+    assert (v.brightness, v.contrast, v.saturation, v.hue, v.jitter_p, v.grayscale_p) == (0.8, 0.8, 0.8, 0.2, 0.8, 0.2)
+    assert (v.blur_p, v.solarize_p, v.crop_scale) == (0.5, 0.0, (0.08, 1.0))
+    assert (s.proj_hidden, s.proj_dim) == (2048, 128)
+    assert (b.views[0].blur_p, b.views[1].blur_p, b.views[1].solarize_p, b.proj_hidden, b.proj_dim) == (
+        1.0, 0.1, 0.2, 4096, 256)
+    assert TrainConfig(method="detcon-s", proj_dim=64).proj_dim == 64  # an explicit value wins
+    old = TrainConfig(method="detcon-s", views=b.views, proj_hidden=4096, proj_dim=256).to_dict()
+    current = TrainConfig(method="detcon-s")
+    assert config_differences(old, current.to_dict()) == ["proj_dim", "proj_hidden", "views"]
+    assert adopt_legacy(current, old) == ["views", "proj_hidden", "proj_dim"]
+    assert config_differences(old, current.to_dict()) == [] and current.views == b.views

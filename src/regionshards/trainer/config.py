@@ -85,15 +85,16 @@ class TrainConfig:
     interleave: int = 1024  # shards read at once, one sample each in turn (DetCon's tf.data interleave); 0: none
     mask_source: str = "segments"
     colour: bool = True  # False skips every photometric augmentation (geometry only)
-    views: tuple[ViewConfig, ViewConfig] = field(default_factory=lambda: (_view1(), _view2()))
+    # None: the method's (its table row's ``defaults``), else BYOL's asymmetric pair (DetCon-B, SoCo)
+    views: tuple[ViewConfig, ViewConfig] | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     # DetCon
     feature_stride: int = 32
     num_masks: int = 16
     temperature: float = 0.1
-    proj_hidden: int = 4096
-    proj_dim: int = 256
+    proj_hidden: int | None = None  # None: the method's (4096; DetCon-S: SimCLR's 2048)
+    proj_dim: int | None = None  # None: the method's (256; DetCon-S: SimCLR's 128)
     pred_hidden: int = 4096
     ema_base: float = 0.996
     # network init: the last BN γ of each residual block starts at 0 (None: the method's, see the method table)
@@ -121,12 +122,16 @@ class TrainConfig:
     stop_at: int | None = None
 
     def __post_init__(self) -> None:
+        spec = METHODS.get(self.method, METHODS[DEFAULT_METHOD])
+        shared = {"views": (_view1(), _view2()), "proj_hidden": 4096, "proj_dim": 256}
+        for name, value in shared.items():
+            if getattr(self, name) is None:
+                setattr(self, name, spec.defaults.get(name, value))
         self.views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**_tuples(v)) for v in self.views)
         for name in ("mean", "std"):
             setattr(self, name, tuple(getattr(self, name)))
         self.soco = sub_config(SoCoConfig, self.soco)
         self.detco = sub_config(DetCoConfig, self.detco)
-        spec = METHODS.get(self.method, METHODS[DEFAULT_METHOD])
         for name in ("base_lr", "weight_decay", "warmup_epochs", "zero_init_residual"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(spec, name))
@@ -249,8 +254,18 @@ def complete_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def adopt_legacy(cfg: TrainConfig, saved: Mapping[str, Any]) -> list[str]:
-    """Set on ``cfg`` the ``LEGACY_VALUES`` of the fields ``saved`` lacks; returns their dotted names."""
+    """Set on ``cfg`` the ``LEGACY_VALUES`` of the fields ``saved`` lacks, and the saved values of the fields whose
+    default became the method's own (the table row's ``defaults``, e.g. DetCon-S's SimCLR views) where ``saved``
+    holds the shared default and ``cfg`` the method's; returns their (dotted) names."""
     adopted = []
+    spec = METHODS.get(cfg.method)
+    if spec is not None and spec.defaults and saved.get("method") == cfg.method:
+        shared, now = TrainConfig(method=DEFAULT_METHOD).to_dict(), cfg.to_dict()
+        for name in spec.defaults:
+            if saved.get(name) == shared[name] and now[name] != shared[name]:
+                setattr(cfg, name, saved[name])
+                adopted.append(name)
+        cfg.views = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**_tuples(v)) for v in cfg.views)
     for path, value in LEGACY_VALUES.items():
         if _lacks(saved, path):
             node: Any = cfg

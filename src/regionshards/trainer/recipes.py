@@ -44,6 +44,17 @@ def _soco(method: str, **settings: Any) -> dict[str, Any]:
     return {"method": method, **_SOCO_COMMON, "soco": {**_SOCO_SETTINGS, **settings}}
 
 
+_DETCO = {  # OpenSelfSup configs/selfsup/moco/r50_v2.py (MoCo v2) + DetCo's own numbers (eq. 1, Sec. 3.2)
+    "method": "detco", "backbone": "resnet50", "image_size": 224, "batch_size": 32, "base_lr": 0.03,
+    "lr_batch_base": 256, "weight_decay": 1e-4, "lars_momentum": 0.9, "warmup_epochs": 0.0,
+    "zero_init_residual": False,
+    "detco": {"queue_size": 65536, "momentum": 0.999, "temperature": 0.2, "dim": 128,
+              "level_weights": (0.1, 0.4, 0.7, 1.0), "shuffle_bn": True,
+              "view": {"blur_p": 0.5, "solarize_p": 0.0, "crop_scale": (0.2, 1.0), "saturation": 0.4,
+                       "brightness": 0.4, "contrast": 0.4, "hue": 0.1, "jitter_p": 0.8, "grayscale_p": 0.2,
+                       "blur_sigma": (0.1, 2.0), "flip_p": 0.5}},
+}
+
 _RECIPES = (
     Recipe("detcon-b-imagenet", "google-deepmind/detcon detcon_b_config.py (get_config(num_epochs=1000)); paper "
            "Table 1", 1000, 512,
@@ -66,34 +77,22 @@ _RECIPES = (
     Recipe("soco-c4-400ep", "hologerry/SoCo tools/SoCo_C4_400ep.sh", 400, 16,
            _soco("soco-c4", crop_scale=(0.6, 1.0), jitter_p=0.0, cutout_p=0.5)),
     Recipe("detco-200ep", "DetCo paper (Xie et al. 2021) Sec. 4 + OpenSelfSup configs/selfsup/moco/r50_v2.py", 200,
-           8,
-           {"method": "detco", "backbone": "resnet50", "image_size": 224, "batch_size": 32, "base_lr": 0.03,
-            "lr_batch_base": 256, "weight_decay": 1e-4, "lars_momentum": 0.9, "warmup_epochs": 0.0,
-            "zero_init_residual": False,
-            "detco": {"queue_size": 65536, "momentum": 0.999, "temperature": 0.2, "dim": 128,
-                      "level_weights": (0.1, 0.4, 0.7, 1.0), "shuffle_bn": True,
-                      "view": {"blur_p": 0.5, "solarize_p": 0.0, "crop_scale": (0.2, 1.0), "saturation": 0.4,
-                               "brightness": 0.4, "contrast": 0.4, "hue": 0.1, "jitter_p": 0.8,
-                               "grayscale_p": 0.2, "blur_sigma": (0.1, 2.0), "flip_p": 0.5}}}),
-    Recipe("detco-800ep", "DetCo paper (Xie et al. 2021) Sec. 4 (800 epochs) + OpenSelfSup r50_v2.py", 800, 8, {}),
+           8, _DETCO),
+    Recipe("detco-800ep", "DetCo paper (Xie et al. 2021) Sec. 4 (800 epochs) + OpenSelfSup r50_v2.py", 800, 8, _DETCO),
 )
 
 RECIPES: Mapping[str, Recipe] = MappingProxyType({r.name: r for r in _RECIPES})
 
 
 def recipe(name: str) -> Recipe:
-    """The recipe of ``name`` (its config complete).
+    """The recipe of ``name``.
 
     Raises:
         ValueError: unknown name (the message lists the recipes).
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
-    found = RECIPES[name]
-    if not found.config:  # a longer schedule of another recipe
-        base = next(r for r in _RECIPES if r.config and r.config["method"] == "detco")
-        return Recipe(found.name, found.source, found.epochs, found.gpus, base.config)
-    return found
+    return RECIPES[name]
 
 
 def recipe_values(name: str) -> dict[str, Any]:

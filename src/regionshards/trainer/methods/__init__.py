@@ -47,6 +47,8 @@ class MethodSpec:
             residual block starts at 0).
         exports: the ``export --format`` values a run of the method supports.
         options: variant switches read by the family's modules only.
+        defaults: the method's own defaults of shared ``TrainConfig`` fields (``views``, ``proj_hidden``,
+            ``proj_dim``) where they differ from DetCon-B's (used when the config leaves them unset).
     """
 
     name: str
@@ -63,6 +65,7 @@ class MethodSpec:
     zero_init_residual: bool = True
     exports: tuple[str, ...] = ("torchvision",)
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def module(self, kind: str) -> Any:
         """The family's module of ``kind`` (``model``, ``views``, ``config``), imported on first use."""
@@ -81,12 +84,22 @@ def _opts(**kw: Any) -> Mapping[str, Any]:
     return MappingProxyType(kw)
 
 
+# SimCLR's augmentation (Chen et al. 2020, Appendix A) as ``config.ViewConfig`` fields: crop [0.08, 1], flip,
+# colour distortion of strength 1 — jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale p 0.2 — and Gaussian blur
+# with p 0.5 (sigma [0.1, 2], kernel 10 % of the side); no solarisation; both views alike.
+_SIMCLR_VIEW = {"blur_p": 0.5, "solarize_p": 0.0, "brightness": 0.8, "contrast": 0.8, "saturation": 0.8,
+                "hue": 0.2, "jitter_p": 0.8, "grayscale_p": 0.2}
+
+
 _TABLE = (
     MethodSpec("detcon-b", "detcon", "DetCon-B: BYOL on FH-segment masks (Hénaff et al. 2021)",
                base_lr=0.2, weight_decay=1.5e-6, needs=("masks",), options=_opts(objective="byol")),
     MethodSpec("detcon-s", "detcon", "DetCon-S: SimCLR on FH-segment masks (Hénaff et al. 2021)",
                base_lr=0.2, weight_decay=1.5e-6, needs=("masks",), momentum_target=False,
-               options=_opts(objective="simclr")),
+               options=_opts(objective="simclr"),
+               # the DetCon paper: each variant adopts its base method's augmentations and architecture; SimCLR's
+               # (Chen et al. 2020, App. A; its head: 2048 → 128): the same view twice, colour strength 1
+               defaults=_opts(views=(_SIMCLR_VIEW, _SIMCLR_VIEW), proj_hidden=2048, proj_dim=128)),
     MethodSpec("soco", "soco", "SoCo: BYOL on selective-search boxes, FPN + RoI head (Wei et al. 2021)",
                base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
                exports=("torchvision", "maskrcnn"), options=_opts(star=False)),
