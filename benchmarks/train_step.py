@@ -9,8 +9,8 @@ normalised on the device, plus per method DetCon's random 7 x 7 grids with K = 1
 SoCo's K = 4 random boxes per view pair (sides 16 px to the view's side, levels from their size, ids shared by
 the pair) or DetCo's 3 x 3 jigsaw patches. On CUDA: ResNet-50 at 224 px, bf16 autocast, channels_last, cuDNN
 autotuning; the first ``--warmup`` steps are not timed and the device is synchronised before reading the clock.
-img/s counts samples (DetCon: two 224 px views; SoCo: 224, 224, 112; SoCo*: 224, 224, 192, 112; DetCo: two
-224 px views and two sets of nine 64 px patches).
+img/s counts samples (DetCon: two 224 px views; SoCo: 224, 224, 112; SoCo*: 224, 224, 192, 112; SoCo-C4: 224,
+224; DetCo: two 224 px views and two sets of nine 64 px patches). ``--method`` takes any row of the method table.
 """
 
 from __future__ import annotations
