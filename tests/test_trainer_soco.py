@@ -115,7 +115,7 @@ def test_batch_layout(soco_ds: Path, method: str) -> None:
     for v, s in enumerate(sizes):
         assert batch[f"view{v}"].shape == (4, 3, s, s) and batch[f"view{v}"].dtype == torch.uint8
     assert batch["boxes"].shape == (pairs, 2, 4, 4, 4) and batch["levels"].shape == (pairs, 2, 4, 4)
-    assert batch["box_ids"].shape == (pairs, 4, 4)
+    assert batch["box_ids"].shape == (pairs, 2, 4, 4)
     for p in range(pairs):
         for side, v in enumerate((0, p + 1)):
             b = batch["boxes"][p, side].numpy()
@@ -155,7 +155,7 @@ def test_view_boxes_land_on_their_painted_pixels(tmp_path: Path, fmt: str, scale
                     view = batch[f"view{v}"][0].permute(1, 2, 0).numpy().astype(int)
                     size = view.shape[0]
                     centres = np.arange(size) + 0.5
-                    for box, pid in zip(batch["boxes"][p, side, 0].numpy(), batch["box_ids"][p, 0].numpy(),
+                    for box, pid in zip(batch["boxes"][p, side, 0].numpy(), batch["box_ids"][p, side, 0].numpy(),
                                         strict=True):
                         xs = (centres > box[0] + 2) & (centres < box[2] - 2)
                         ys = (centres > box[1] + 2) & (centres < box[3] - 2)
@@ -412,9 +412,10 @@ def test_config_objects_round_trip_and_older_runs_still_resume() -> None:
     # a DetCon run saved before the soco / detco / warmup_epochs fields existed resumes unchanged
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("soco", "detco", "warmup_epochs")}
     current = TrainConfig()
-    assert adopt_legacy(current, old) == ["soco.fpn_norm", "soco.max_tries"]  # added since: the run keeps its old value
+    # settings added since: the run keeps the values it was trained with
+    assert adopt_legacy(current, old) == ["soco.fpn_norm", "soco.max_tries", "soco.pad_independently"]
     assert config_differences(old, current.to_dict()) == []
-    legacy_soco = {"fpn_norm": False, "max_tries": 1}
+    legacy_soco = {"fpn_norm": False, "max_tries": 1, "pad_independently": False}
     assert config_differences(old, TrainConfig(detco={"queue_size": 8}, soco=legacy_soco).to_dict()) == ["detco"]
 
 

@@ -114,7 +114,7 @@ def test_soco_c4_pools_c4_and_runs_res5_as_the_head(soco_ds: Path) -> None:
     cfg = soco_cfg("soco-c4")
     batch = make_soco_batch(samples_of(soco_ds)[:4], cfg, np.random.default_rng(0))
     assert set(k for k in batch if k.startswith("view")) == {"view0", "view1"}
-    assert batch["boxes"].shape == (1, 2, 4, 4, 4) and batch["box_ids"].shape == (1, 4, 4)
+    assert batch["boxes"].shape == (1, 2, 4, 4, 4) and batch["box_ids"].shape == (1, 2, 4, 4)
     torch.manual_seed(0)
     method = SoCo(cfg)
     net = method.online
@@ -170,3 +170,23 @@ def test_recipe_and_epochs_from_the_command_line(soco_ds: Path, tmp_path: Path) 
     assert both.exit_code == 2 and "not both" in both.output
     neither = CliRunner().invoke(main, soco_args(soco_ds, tmp_path / "n", "soco"))
     assert neither.exit_code == 2 and "--steps or --epochs" in neither.output
+
+
+def test_each_view_is_padded_on_its_own_as_the_reference(soco_ds: Path) -> None:
+    """SoCo pads V1's and Vj's boxes with duplicates drawn independently (pad_bboxs_with_common per view): both
+    sides hold the same distinct proposals first, then their own duplicates; the loss matches by id per side."""
+    cfg = soco_cfg(soco={"num_boxes": 6})
+    differ = 0
+    for seed in range(8):
+        batch = make_soco_batch(samples_of(soco_ds)[:4], cfg, np.random.default_rng(seed))
+        ids = batch["box_ids"]
+        for p in range(ids.shape[0]):
+            for i in range(ids.shape[2]):
+                one, other = ids[p, 0, i].tolist(), ids[p, 1, i].tolist()
+                unique = len(set(other))
+                assert one[:unique] == other[:unique] and set(one) == set(other)
+                differ += one != other
+    assert differ > 0
+    same = soco_cfg(soco={"num_boxes": 6, "pad_independently": False})
+    batch = make_soco_batch(samples_of(soco_ds)[:4], same, np.random.default_rng(0))
+    assert torch.equal(batch["box_ids"][:, 0], batch["box_ids"][:, 1])

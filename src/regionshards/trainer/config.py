@@ -224,7 +224,8 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 # config without one ran with the value here. ``complete_saved`` fills it in and ``adopt_legacy`` makes a resumed
 # run keep it (an old SoCo run resumes with its FPN without BatchNorm).
 LEGACY_VALUES: dict[tuple[str, ...], Any] = {("zero_init_residual",): False, ("soco", "fpn_norm"): False,
-                                             ("interleave",): 0, ("soco", "max_tries"): 1}
+                                             ("interleave",): 0, ("soco", "max_tries"): 1,
+                                             ("soco", "pad_independently"): False}
 
 
 def _lacks(saved: Mapping[str, Any], path: tuple[str, ...]) -> bool:

@@ -22,7 +22,8 @@ class SoCoConfig:
     with its own flip. V2.. take ``views[1]``'s colour. Proposals: the stored ``keep`` of filter
     ``proposal_filter`` (with the fallback the build recorded in ``used``; ``"whole-image"`` → one whole-image
     box); per pair (V1, Vj) ``num_boxes`` drawn without replacement among those overlapping V1 ∩ Vj, padded
-    with duplicates; V1's boxes jittered with ``jitter_p`` (``jitter_ratio`` of w, h). The crops are drawn again,
+    with duplicates (``pad_independently``: V1's duplicates drawn apart from Vj's, as SoCo pads each view on its
+    own); V1's boxes jittered with ``jitter_p`` (``jitter_ratio`` of w, h). The crops are drawn again,
     up to ``max_tries`` times in all, until every pair's intersection overlaps ``least`` proposals (``least``
     starts at max(num_boxes // 2, 1) and halves after each failed try; the last draw is kept), as SoCo's loader
     does. Box cutout (SoCo's 100-epoch recipe): in V2 and V3 (SoCo-C4: V2), per box with ``cutout_p``, a
@@ -42,6 +43,7 @@ class SoCoConfig:
     jitter_p: float = 0.5
     jitter_ratio: float = 0.1
     max_tries: int = 5
+    pad_independently: bool = True
     cutout_p: float = 0.0
     cutout_ratio: tuple[float, float] = (0.1, 0.3)
     level_thresholds: tuple[float, ...] = (48.0, 96.0, 192.0, 224.0)

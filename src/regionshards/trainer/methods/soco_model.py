@@ -221,7 +221,7 @@ class SoCo(nn.Module):
 
         Args:
             batch: ``view0`` … normalised (B, 3, S_v, S_v) float views, ``boxes`` (P, 2, B, K, 4) float,
-                ``levels`` (P, 2, B, K) and ``box_ids`` (P, B, K) integer.
+                ``levels`` (P, 2, B, K) and ``box_ids`` (P, 2, B, K) integer (per side; (P, B, K): both sides alike).
             online: the (possibly DDP-wrapped) online network; defaults to ``self.online``.
             autocast: context for the networks (bf16 on CUDA); the loss is float32.
         """
@@ -233,12 +233,14 @@ class SoCo(nn.Module):
             target, _ = self.target(views, boxes, levels)
         assert pred is not None
         ids = batch["box_ids"]
+        if ids.dim() == 3:  # one id list for both sides of each pair
+            ids = ids[:, None].expand(-1, 2, -1, -1)
         k = ids.shape[-1]
         total = pred[0].new_zeros(())
         for p in range(ids.shape[0]):
             a = slice(p * k, (p + 1) * k)
-            total = total + box_byol_loss(pred[0][:, a], target[p + 1].detach(), ids[p], ids[p])
-            total = total + box_byol_loss(pred[p + 1], target[0][:, a].detach(), ids[p], ids[p])
+            total = total + box_byol_loss(pred[0][:, a], target[p + 1].detach(), ids[p, 0], ids[p, 1])
+            total = total + box_byol_loss(pred[p + 1], target[0][:, a].detach(), ids[p, 1], ids[p, 0])
         return total
 
     @torch.no_grad()

@@ -16,8 +16,8 @@ Per sample, with a generator of the batch (draw order fixed, so a batch is repro
 Batch (``make_batch``): ``view0`` … ``view{V-1}`` uint8 (B, 3, S_v, S_v) channels_last (S_v from
 ``SoCoConfig.view_sizes``), ``boxes`` float32 (P, 2, B, K, 4) view-pixel corners ``[x0, y0, x1, y1]`` (pair p:
 side 0 in V1, side 1 in view p + 1), ``levels`` int64 (P, 2, B, K) (0 = P2 … 3 = P5) and ``box_ids`` int64
-(P, B, K) (the proposal's index in the sample, -1 for a whole-image or intersection box; equal ids are the
-positives of the loss).
+(P, 2, B, K), per side (the proposal's index in the sample, -1 for a whole-image or intersection box; equal ids
+across the two sides are the positives of the loss).
 """
 
 from __future__ import annotations
@@ -124,6 +124,17 @@ def draw_overlapping_crops(rng: np.random.Generator, height: int, width: int, cf
     return crops
 
 
+def _pad_again(boxes: np.ndarray, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """V1's copies of a pair's K boxes with their padding drawn anew: the distinct proposals come first
+    (``sample_boxes``), the rest are duplicates drawn uniformly from them — independently of the other view's,
+    as SoCo's ``pad_bboxs_with_common`` pads each view on its own."""
+    unique = len(np.unique(ids))
+    if unique >= len(ids):
+        return boxes, ids
+    order = np.concatenate([np.arange(unique), rng.integers(0, unique, size=len(ids) - unique)])
+    return boxes[order], ids[order]
+
+
 def _shared_jitter(boxes: np.ndarray, ids: np.ndarray, rng: np.random.Generator, p: float,
                    ratio: float) -> np.ndarray:
     """Jitter (K, 4) boxes so that duplicates (equal ids) share one jitter."""
@@ -143,11 +154,11 @@ def make_soco_sample(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Ge
     image = DecodedImage(sample[field], field, height, width, crops, sizes)
     grid = [image.grid_crop(c) for c in crops]
     frame = whole_image(height, width)[0]
-    first_pair: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    first_pair: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     for p, v in enumerate(pair_views(cfg)):
         if is_star(cfg) and v == 3:
             assert first_pair is not None
-            boxes_v1, boxes_v, box_ids = first_pair  # SoCo*: V4 is V2 resized, with V2's boxes
+            boxes_v1, boxes_v, ids_v1, box_ids = first_pair  # SoCo*: V4 is V2 resized, with V2's boxes
         else:
             region = intersection(crop_corners(grid[0], image.scale), crop_corners(grid[v], image.scale))
             boxes_v, box_ids = sample_boxes(candidates, ids, region, sc.num_boxes, rng)
@@ -155,13 +166,17 @@ def make_soco_sample(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Ge
             clipped = clip(boxes_v1, frame)
             empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
             boxes_v1 = np.where(empty[:, None], boxes_v, clipped)
+            ids_v1 = box_ids
+            if sc.pad_independently:
+                boxes_v1, ids_v1 = _pad_again(boxes_v1, box_ids, rng)
             if p == 0:
-                first_pair = (boxes_v1, boxes_v, box_ids)
+                first_pair = (boxes_v1, boxes_v, ids_v1, box_ids)
         for side, (view, b) in enumerate(((0, boxes_v1), (v, boxes_v))):
             mapped = to_view(b, grid[view], image.scale, sizes[view], (height, width))
             out.boxes[p, side, i] = mapped
             out.levels[p, side, i] = assign_levels(mapped, sc.level_thresholds)
-        out.ids[p, i] = box_ids
+        out.ids[p, 0, i] = ids_v1
+        out.ids[p, 1, i] = box_ids
     for v, crop in enumerate(grid):
         out.images[v][i] = image.view(crop, sizes[v])
     if cfg.colour:
@@ -181,7 +196,7 @@ def make_batch(samples: Sequence[dict[str, Any]], cfg: TrainConfig, rng: np.rand
     images = [torch.empty((n, s, s, 3), dtype=torch.uint8) for s in sizes]
     boxes = torch.empty((pairs, 2, n, k, 4), dtype=torch.float32)
     levels = torch.empty((pairs, 2, n, k), dtype=torch.int64)
-    ids = torch.empty((pairs, n, k), dtype=torch.int64)
+    ids = torch.empty((pairs, 2, n, k), dtype=torch.int64)
     buf = SoCoBuffers([im.numpy() for im in images], boxes.numpy(), levels.numpy(), ids.numpy())
     for i, sample in enumerate(samples):
         try:
