@@ -144,14 +144,16 @@ def mixing_lines(batches: int = 100) -> list[str]:
              f"batches of epoch 0 per rank; i.i.d. expectation {iid:.1f} per batch of 64.", "",
              "| ranks | interleave | shuffle buffer | distinct classes / batch (mean) | of the global batch | "
              "i.i.d. (global) |", "|---:|---:|---:|---:|---:|---:|"]
-    for world in (1, 8):
-        for inter, buf in ((0, 1000), (0, 10000), (16, 1000), (64, 1000), (256, 1000), (1024, 1000)):
-            cfg = TrainConfig(batch_size=64, interleave=inter, shuffle_buffer=buf, workers=4)
-            per_rank = batch_mixing(counts, parts, cfg, world_size=world, batches=batches, sets=True)
-            sizes = [len(s) for rank in per_rank for s in rank]
-            union = [len(set().union(*(rank[b] for rank in per_rank))) for b in range(batches)]
-            lines.append(f"| {world} | {inter or 'none (runs)'} | {buf} | {np.mean(sizes):.1f} | "
-                         f"{np.mean(union):.1f} | {expected_distinct([1281] * 1000, 64 * world):.1f} |")
+    cases = [(world, inter, buf, False) for world in (1, 8)
+             for inter, buf in ((0, 1000), (0, 10000), (16, 1000), (64, 1000), (256, 1000), (1024, 1000))]
+    for world, inter, buf, mix in [*cases, (8, 1024, 1000, True)]:
+        cfg = TrainConfig(batch_size=64, interleave=inter, shuffle_buffer=buf, workers=4, mix_ranks=mix)
+        per_rank = batch_mixing(counts, parts, cfg, world_size=world, batches=batches, sets=True)
+        sizes = [len(s) for rank in per_rank for s in rank]
+        union = [len(set().union(*(rank[b] for rank in per_rank))) for b in range(batches)]
+        global_iid = expected_distinct([1281] * 1000, 64 * world)
+        lines.append(f"| {world} | {inter or 'none (runs)'}{' + mix_ranks' if mix else ''} | {buf} | "
+                     f"{np.mean(sizes):.1f} | {np.mean(union):.1f} | {global_iid:.1f} |")
     return lines
 
 

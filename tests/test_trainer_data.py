@@ -272,3 +272,19 @@ def test_interleave_takes_one_sample_per_open_shard_in_turn() -> None:
     assert list(interleaved(spans, 2, read)) == ["a0", "b1", "a1", "c0", "a2", "c1", "d0", "d1"]
     assert list(interleaved(spans, 9, read)) == ["a0", "b1", "c0", "d0", "a1", "c1", "d1", "a2"]
     assert list(interleaved(spans, 1, read)) == ["a0", "a1", "a2", "b1", "c0", "c1", "d0", "d1"]
+
+
+def test_mix_ranks_gives_every_rank_all_shards_equal_batches_and_no_sample_twice(class_sorted: Path) -> None:
+    from regionshards.trainer.data import expected_distinct
+
+    cfg = small_cfg(batch_size=8, shuffle_buffer=8, mix_ranks=True)
+    per_rank = [epoch_keys(class_sorted, cfg, r, 2) for r in range(2)]
+    assert [len(b) for b in per_rank] == [7, 7]  # 120 samples, 2 ranks: 60 positions, 7 batches of 8 each
+    flat = [k for rank in per_rank for batch in rank for k in batch]
+    assert len(flat) == len(set(flat)) == 112
+    iid = expected_distinct([5] * 24, 8)
+    for rank in per_rank:  # each rank's own batches draw on all 24 classes, not on its half
+        assert np.mean([len({k.split("_")[0] for k in batch}) for batch in rank]) >= 0.95 * iid
+        assert len({k.split("_")[0] for batch in rank for k in batch}) > 12
+    halves = [epoch_keys(class_sorted, small_cfg(batch_size=8, shuffle_buffer=8), r, 2) for r in range(2)]
+    assert all(len({k.split("_")[0] for batch in rank for k in batch}) <= 13 for rank in halves)

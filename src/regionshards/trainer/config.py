@@ -83,6 +83,7 @@ class TrainConfig:
     workers: int = 4
     shuffle_buffer: int = 1000
     interleave: int = 1024  # shards read at once, one sample each in turn (DetCon's tf.data interleave); 0: none
+    mix_ranks: bool = False  # every rank reads all shards, so its own batches (not just the global one) mix them
     mask_source: str = "segments"
     colour: bool = True  # False skips every photometric augmentation (geometry only)
     # None: the method's (its table row's ``defaults``), else BYOL's asymmetric pair (DetCon-B, SoCo)

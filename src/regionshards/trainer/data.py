@@ -19,7 +19,9 @@ the world size, the rank, the batch size and the loader workers):
 4. A rank's Q batches are split between its W loader workers: virtual worker v makes (decodes, augments) the
    batches ``b ≡ v (mod W)``. Every worker of a rank reads the rank's whole stream (the same shards at the
    same time, so the page cache serves the W reads of one file) and decodes only its own batches; the others'
-   samples are dropped unparsed.
+   samples are dropped unparsed. ``mix_ranks``: every rank reads the epoch's whole stream (the first
+   ``world_size * Q * batch_size`` positions, shuffled alike on every rank) and takes its batches
+   ``g ≡ rank (mod world_size)``, so each rank's own batches mix all shards (world_size x the reads).
 
 **Order across workers.** ``torch.utils.data.DataLoader`` asks its workers for batches round-robin and returns
 them in request order, so physical worker p serves global batches ``t ≡ p - t0 (mod W)`` counted from the
@@ -187,8 +189,25 @@ def rank_stream(plan: EpochPlan, cfg: TrainConfig, read: Callable[[Span], Iterat
     """A rank's samples of one epoch in batch order: its spans interleaved (``cfg.interleave`` at once), then
     through the shuffle buffer seeded by ``(seed, epoch, rank)`` — identical in every worker of the rank.
     ``read(span)`` replaces the shard reader (the batch-mixing benchmark and tests feed class labels)."""
+    if cfg.mix_ranks and plan.world_size > 1:
+        # every rank reads the epoch's whole stream (seeded alike on all ranks) and takes every W-th batch of it
+        rng = np.random.default_rng([cfg.seed, plan.epoch, 0x5348, 0x4D52])
+        stop = plan.world_size * plan.batches * plan.batch_size
+        stream = shuffled(interleaved(plan.spans(0, stop), cfg.interleave, read), cfg.shuffle_buffer, rng)
+        return _every_nth_batch(stream, plan.batch_size, plan.world_size, plan.rank)
     rng = np.random.default_rng([cfg.seed, plan.epoch, plan.rank, 0x5348])
     return shuffled(interleaved(plan.spans(*plan.rank_range()), cfg.interleave, read), cfg.shuffle_buffer, rng)
+
+
+def _every_nth_batch(stream: Iterator[Any], size: int, every: int, offset: int) -> Iterator[Any]:
+    """The samples of batches ``offset, offset + every, ...`` of a stream cut into batches of ``size``."""
+    while True:
+        for j in range(every):
+            chunk = list(itertools.islice(stream, size))
+            if len(chunk) < size:
+                return
+            if j == offset:
+                yield from chunk
 
 
 def runs_stream(plan: EpochPlan, cfg: TrainConfig, v: int, read: Callable[[Span], Iterator[Any]] | None = None
