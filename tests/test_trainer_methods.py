@@ -183,3 +183,29 @@ def test_detcon_s_adopts_simclr_views_and_head_and_old_runs_keep_theirs() -> Non
     assert config_differences(old, current.to_dict()) == ["proj_dim", "proj_hidden", "views"]
     assert adopt_legacy(current, old) == ["views", "proj_hidden", "proj_dim"]
     assert config_differences(old, current.to_dict()) == [] and current.views == b.views
+
+
+def test_batchnorm_statistics_are_per_view_as_the_references_run_the_network_per_view() -> None:
+    """DetCon (detcon_b.py applies the network per view) and SoCo (the encoder per view): with ``bn_per_view`` the
+    two views of a step are normalised separately — equal to two separate calls — in one forward call."""
+    torch = pytest.importorskip("torch", reason="the trainer needs the train extra")
+    from regionshards.trainer.methods.detcon_model import DetConNet
+    from regionshards.trainer.methods.soco_model import SoCoNet
+
+    torch.manual_seed(0)
+    net = DetConNet("resnet18", 32, 16, 32).train()
+    a, b = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 64) * 2 + 1
+    grids = torch.randint(0, 3, (6, 2, 2))
+    ids = grids.flatten(1)[:, :4]
+    joint, _ = net(torch.cat([a, b]), grids, ids, views=2)
+    apart = torch.cat([net(a, grids[:3], ids[:3])[0], net(b, grids[3:], ids[3:])[0]])
+    together, _ = net(torch.cat([a, b]), grids, ids)
+    assert torch.allclose(joint, apart, atol=1e-5) and not torch.allclose(together, apart, atol=1e-3)
+    soco = SoCoNet("resnet18", 16, 7, -1, 32, 32, 8, None, bn_per_view=True).train()
+    boxes = [torch.tensor([[[0.0, 0.0, 40.0, 40.0], [8.0, 8.0, 60.0, 50.0]]]).expand(3, 2, 4).contiguous()] * 2
+    levels = [torch.tensor([[2, 3]]).expand(3, 2).contiguous()] * 2
+    per_view = soco.pool([a, b], boxes, levels)
+    single = torch.cat([soco.pool([a], boxes[:1], levels[:1]), soco.pool([b], boxes[1:], levels[1:])])
+    assert torch.allclose(per_view, single, atol=1e-5)
+    soco.bn_per_view = False
+    assert not torch.allclose(soco.pool([a, b], boxes, levels), single, atol=1e-3)

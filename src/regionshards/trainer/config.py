@@ -98,6 +98,9 @@ class TrainConfig:
     proj_dim: int | None = None  # None: the method's (256; DetCon-S: SimCLR's 128)
     pred_hidden: int = 4096
     ema_base: float = 0.996
+    # BatchNorm per view: each view's batch normalised on its own (DetCon's and SoCo's references run the network
+    # per view); false: all views of a step in one BatchNorm batch
+    bn_per_view: bool = True
     # network init: the last BN γ of each residual block starts at 0 (None: the method's, see the method table)
     zero_init_residual: bool | None = None
     # the families' own settings (methods/<family>_config.py; the heads' sizes above are shared)
@@ -226,7 +229,7 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 # run keep it (an old SoCo run resumes with its FPN without BatchNorm).
 LEGACY_VALUES: dict[tuple[str, ...], Any] = {("zero_init_residual",): False, ("soco", "fpn_norm"): False,
                                              ("interleave",): 0, ("soco", "max_tries"): 1,
-                                             ("soco", "pad_independently"): False}
+                                             ("soco", "pad_independently"): False, ("bn_per_view",): False}
 
 
 def _lacks(saved: Mapping[str, Any], path: tuple[str, ...]) -> bool:

@@ -58,14 +58,18 @@ class DetConNet(nn.Module):
         self.projector = mlp(self.backbone.out_channels, proj_hidden, proj_dim)
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if pred_hidden else None
 
-    def forward(self, images: Tensor, grids: Tensor, ids: Tensor) -> tuple[Tensor, Tensor | None]:
-        features = self.backbone(images)
-        pooled = mask_pool(features, grid_masks(grids, ids))
-        n, k, c = pooled.shape
-        proj = self.projector(pooled.reshape(n * k, c))
-        pred = self.predictor(proj) if self.predictor is not None else None
-        proj = proj.reshape(n, k, -1).float()
-        return proj, (pred.reshape(n, k, -1).float() if pred is not None else None)
+    def forward(self, images: Tensor, grids: Tensor, ids: Tensor, views: int = 1) -> tuple[Tensor, Tensor | None]:
+        """``views`` > 1: the batch is that many equal view batches, each normalised by BatchNorm on its own
+        (trunk and heads run once per view, as the reference applies the network per view)."""
+        projs, preds = [], []
+        for x, g, i in zip(images.chunk(views), grids.chunk(views), ids.chunk(views), strict=True):
+            pooled = mask_pool(self.backbone(x), grid_masks(g, i))
+            n, k, c = pooled.shape
+            proj = self.projector(pooled.reshape(n * k, c))
+            pred = self.predictor(proj) if self.predictor is not None else None
+            projs.append(proj.reshape(n, k, -1).float())
+            preds.append(pred.reshape(n, k, -1).float() if pred is not None else None)
+        return torch.cat(projs), (torch.cat(preds) if preds[0] is not None else None)
 
 
 class DetCon(nn.Module):
@@ -103,14 +107,15 @@ class DetCon(nn.Module):
         x = torch.cat([v0, v1])
         grids = torch.cat([batch["grid0"], batch["grid1"]])
         ids = torch.cat([batch["ids0"], batch["ids1"]])
+        views = 2 if self.cfg.bn_per_view else 1
         with autocast():
-            proj, pred = online(x, grids, ids)
+            proj, pred = online(x, grids, ids, views)
         t = self.cfg.temperature
         if not self.is_byol:
             return detcon_s_loss(proj[:b], proj[b:], batch["ids0"], batch["ids1"], temperature=t)
         assert self.target is not None and pred is not None
         with torch.no_grad(), autocast():
-            target, _ = self.target(x, grids, ids)
+            target, _ = self.target(x, grids, ids, views)
         return detcon_b_loss(pred[:b], pred[b:], target[:b], target[b:], batch["ids0"], batch["ids1"], temperature=t)
 
     @torch.no_grad()

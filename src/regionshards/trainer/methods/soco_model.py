@@ -65,7 +65,7 @@ class SoCoNet(nn.Module):
 
     def __init__(self, backbone: str, fpn_channels: int, roi_size: int, sampling_ratio: int, head_fc: int,
                  proj_hidden: int, proj_dim: int, pred_hidden: int | None, *, fpn_norm: bool = True,
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, bn_per_view: bool = False) -> None:
         super().__init__()
         self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
         # SoCo's FPN (mmdet's, norm_cfg=BN): BatchNorm after every lateral and output conv, convs without bias
@@ -77,6 +77,7 @@ class SoCoNet(nn.Module):
         self.projector = mlp(head_fc, proj_hidden, proj_dim)
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if pred_hidden else None
         self.roi_size, self.sampling_ratio = roi_size, sampling_ratio
+        self.bn_per_view = bn_per_view
 
     def pyramid(self, x: Tensor) -> list[Tensor]:
         """[P2, P3, P4, P5] (N, fpn_channels, S/4 … S/32) of (N, 3, S, S) images."""
@@ -89,10 +90,12 @@ class SoCoNet(nn.Module):
         starts = [sum(counts[:v]) for v in range(len(counts))]
         by_size: dict[int, list[int]] = {}
         for v, x in enumerate(views):
-            by_size.setdefault(int(x.shape[-1]), []).append(v)
+            # per view: BatchNorm statistics of one view at a time (the reference runs the encoder per view)
+            by_size.setdefault(v if self.bn_per_view else int(x.shape[-1]), []).append(v)
         pieces, order = [], []
         unused: Tensor | int = 0
-        for size, members in by_size.items():
+        for members in by_size.values():
+            size = int(views[members[0]].shape[-1])
             feats = self.pyramid(torch.cat([views[v] for v in members]))
             for level, feat in enumerate(feats):
                 rois, where = [], []
@@ -145,21 +148,23 @@ class SoCoC4Net(nn.Module):
     """
 
     def __init__(self, backbone: str, roi_size: int, sampling_ratio: int, proj_hidden: int, proj_dim: int,
-                 pred_hidden: int | None, *, zero_init_residual: bool = False) -> None:
+                 pred_hidden: int | None, *, zero_init_residual: bool = False, bn_per_view: bool = False) -> None:
         super().__init__()
         self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
         self.projector = mlp(self.backbone.out_channels, proj_hidden, proj_dim)
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim) if pred_hidden else None
         self.roi_size, self.sampling_ratio = 2 * roi_size, sampling_ratio  # 14 before res5's stride 2 → 7
+        self.bn_per_view = bn_per_view
 
     def pool(self, views: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
         """(Σ_v B M_v, C4 channels, 2 roi, 2 roi) RoI features of C4 in view order."""
         trunk = self.backbone
         by_size: dict[int, list[int]] = {}
         for v, x in enumerate(views):
-            by_size.setdefault(int(x.shape[-1]), []).append(v)
+            by_size.setdefault(v if self.bn_per_view else int(x.shape[-1]), []).append(v)
         pieces: dict[int, Tensor] = {}
-        for size, members in by_size.items():
+        for members in by_size.values():
+            size = int(views[members[0]].shape[-1])
             x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(torch.cat([views[v] for v in members])))))
             c4 = trunk.layer3(trunk.layer2(trunk.layer1(x)))
             offset = 0
@@ -175,10 +180,12 @@ class SoCoC4Net(nn.Module):
     def forward(self, views: Sequence[Tensor], boxes: Sequence[Tensor],
                 levels: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor] | None]:
         pooled = self.pool(views, boxes).to(views[0].dtype)
-        feats = self.backbone.layer4(pooled).mean((2, 3))
-        proj = self.projector(feats)
-        pred = self.predictor(proj) if self.predictor is not None else None
         shapes = [(b.shape[0], b.shape[1]) for b in boxes]
+        # res5 and the MLPs once per view (BatchNorm per view, as the reference's encoder calls) or all at once
+        chunks = pooled.split([n * m for n, m in shapes]) if self.bn_per_view else (pooled,)
+        projs = [self.projector(self.backbone.layer4(c).mean((2, 3))) for c in chunks]
+        proj = torch.cat(projs)
+        pred = torch.cat([self.predictor(p) for p in projs]) if self.predictor is not None else None
         return _split(proj, shapes), (_split(pred, shapes) if pred is not None else None)
 
 
@@ -194,10 +201,11 @@ class SoCo(nn.Module):
         zero = bool(cfg.zero_init_residual)
         if method_spec(cfg.method).option("c4"):
             c4 = (cfg.backbone, sc.roi_size, sc.roi_sampling_ratio, cfg.proj_hidden, cfg.proj_dim)
-            self.online: nn.Module = SoCoC4Net(*c4, cfg.pred_hidden, zero_init_residual=zero)
-            self.target: nn.Module = SoCoC4Net(*c4, None, zero_init_residual=zero)
+            kw4 = {"zero_init_residual": zero, "bn_per_view": cfg.bn_per_view}
+            self.online: nn.Module = SoCoC4Net(*c4, cfg.pred_hidden, **kw4)
+            self.target: nn.Module = SoCoC4Net(*c4, None, **kw4)
         else:
-            kw = {"fpn_norm": sc.fpn_norm, "zero_init_residual": zero}
+            kw = {"fpn_norm": sc.fpn_norm, "zero_init_residual": zero, "bn_per_view": cfg.bn_per_view}
             self.online = SoCoNet(*args, cfg.pred_hidden, **kw)
             self.target = SoCoNet(*args, None, **kw)
         self.target.load_state_dict({k: v for k, v in self.online.state_dict().items()
