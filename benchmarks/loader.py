@@ -1,6 +1,11 @@
 """Trainer loader speed per core: our shard stream vs a torchvision ImageFolder-style PIL + transforms.v2 pipeline.
 
     python benchmarks/loader.py [--samples 600] [--repeats 3] [--markdown FILE]
+    python benchmarks/loader.py --mixing [--markdown FILE]   # distinct classes per batch, no images
+
+``--mixing`` measures batch mixing instead of speed: ImageNet's layout built class-sorted (1000 classes x 1281
+images laid end to end into 1024 shards), batches of 64, through the trainer's own epoch plan, interleave and
+shuffle buffer (``data.batch_mixing``, labels only), against the i.i.d. expectation (``data.expected_distinct``).
 
 Both pipelines do the same work per sample, in one process on one core (cv2/torch/OpenMP threads set to 1):
 read the image and its segments, decode, make two 224 px views (random resized crop area U[0.08, 1], log-aspect
@@ -125,12 +130,46 @@ def rate_torchvision(folder: Path, cfg: TrainConfig, repeats: int) -> float:
     return best
 
 
+def mixing_lines(batches: int = 100) -> list[str]:
+    """Mean distinct classes per batch of 64 (per rank, and the global batch of all ranks) on class-sorted shards."""
+    import numpy as np
+
+    from regionshards.trainer.data import batch_mixing, expected_distinct
+
+    labels = np.repeat(np.arange(1000), 1281)
+    parts = [p.tolist() for p in np.array_split(labels, 1024)]
+    counts = [len(p) for p in parts]
+    iid = expected_distinct([1281] * 1000, 64)
+    lines = [f"Class-sorted ImageNet layout (1000 classes x 1281, 1024 shards), batch 64 per rank, first {batches} "
+             f"batches of epoch 0 per rank; i.i.d. expectation {iid:.1f} per batch of 64.", "",
+             "| ranks | interleave | shuffle buffer | distinct classes / batch (mean) | of the global batch | "
+             "i.i.d. (global) |", "|---:|---:|---:|---:|---:|---:|"]
+    cases = [(world, inter, buf, False) for world in (1, 8)
+             for inter, buf in ((0, 1000), (0, 10000), (16, 1000), (64, 1000), (256, 1000), (1024, 1000))]
+    for world, inter, buf, mix in [*cases, (8, 1024, 1000, True)]:
+        cfg = TrainConfig(batch_size=64, interleave=inter, shuffle_buffer=buf, workers=4, mix_ranks=mix)
+        per_rank = batch_mixing(counts, parts, cfg, world_size=world, batches=batches, sets=True)
+        sizes = [len(s) for rank in per_rank for s in rank]
+        union = [len(set().union(*(rank[b] for rank in per_rank))) for b in range(batches)]
+        global_iid = expected_distinct([1281] * 1000, 64 * world)
+        lines.append(f"| {world} | {inter or 'none (runs)'}{' + mix_ranks' if mix else ''} | {buf} | "
+                     f"{np.mean(sizes):.1f} | {np.mean(union):.1f} | {global_iid:.1f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=640)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mixing", action="store_true", help="distinct classes per batch instead of speed")
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
+    if args.mixing:
+        lines = mixing_lines()
+        print("\n".join(lines))
+        if args.markdown:
+            args.markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     base = [photo_record(p, 500, 90) for p in PHOTOS]

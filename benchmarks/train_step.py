@@ -1,6 +1,6 @@
 """Images per second of a training step, per method (forward of every view, loss, backward, LARS, EMA/momentum).
 
-    python benchmarks/train_step.py [--method detcon-b|detcon-s|soco|soco-star|detco|all] [--markdown FILE]   # CPU
+    python benchmarks/train_step.py [--method METHOD|all] [--markdown FILE]   # CPU
     python benchmarks/train_step.py --cuda [--method all] [--batch-size 256] [--steps 30] [--markdown FILE]   # GPU
 
 The step is the trainer's own (``loop.build`` + the method's ``loss`` + ``LARS`` + ``update_target``) on a
@@ -9,8 +9,8 @@ normalised on the device, plus per method DetCon's random 7 x 7 grids with K = 1
 SoCo's K = 4 random boxes per view pair (sides 16 px to the view's side, levels from their size, ids shared by
 the pair) or DetCo's 3 x 3 jigsaw patches. On CUDA: ResNet-50 at 224 px, bf16 autocast, channels_last, cuDNN
 autotuning; the first ``--warmup`` steps are not timed and the device is synchronised before reading the clock.
-img/s counts samples (DetCon: two 224 px views; SoCo: 224, 224, 112; SoCo*: 224, 224, 192, 112; DetCo: two
-224 px views and two sets of nine 64 px patches).
+img/s counts samples (DetCon: two 224 px views; SoCo: 224, 224, 112; SoCo*: 224, 224, 192, 112; SoCo-C4: 224,
+224; DetCo: two 224 px views and two sets of nine 64 px patches). ``--method`` takes any row of the method table.
 """
 
 from __future__ import annotations
@@ -27,42 +27,35 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from regionshards.trainer.boxes import assign_levels  # noqa: E402
-from regionshards.trainer.config import METHODS, TrainConfig  # noqa: E402
+from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.lars import learning_rate, peak_learning_rate  # noqa: E402
 from regionshards.trainer.loop import build  # noqa: E402
-from regionshards.trainer.methods import DETCON, to_device  # noqa: E402
-from regionshards.trainer.runtime import configure_cuda, select_runtime  # noqa: E402
-from regionshards.trainer.soco_views import pair_views, view_sizes  # noqa: E402
-from regionshards.trainer.transforms import normalize  # noqa: E402
+from regionshards.trainer.methods import METHOD_NAMES, method_spec  # noqa: E402
+from regionshards.trainer.methods.soco_boxes import assign_levels  # noqa: E402
+from regionshards.trainer.methods.soco_views import pair_views, view_sizes  # noqa: E402
+from regionshards.trainer.runtime import Runtime, configure_cuda, select_runtime, to_device  # noqa: E402
 
 
-def synthetic_batch(cfg: TrainConfig, device: torch.device, channels_last: bool) -> tuple[dict, tuple]:
-    """DetCon: two random views, random grids and K ids sampled from them."""
-    g = torch.Generator().manual_seed(0)
-    b, s, grid, k = cfg.batch_size, cfg.image_size, cfg.grid_size, cfg.num_masks
-    batch = {}
-    views = []
-    for v in range(2):
-        x = torch.randint(0, 256, (b, s, s, 3), generator=g, dtype=torch.uint8).permute(0, 3, 1, 2).to(device)
-        x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        views.append(normalize(x, cfg.mean, cfg.std))
-        grids = torch.randint(0, 6, (b, grid, grid), generator=g)
-        cells = torch.randint(0, grid * grid, (b, k), generator=g)
-        batch[f"grid{v}"] = grids.to(device)
-        batch[f"ids{v}"] = grids.flatten(1).gather(1, cells).to(device)
-    return batch, tuple(views)
-
-
-def synthetic_method_batch(cfg: TrainConfig, device: torch.device, channels_last: bool) -> tuple[dict, dict]:
-    """SoCo / SoCo* / DetCo: random views (and boxes or patches) in the loader's layout, moved and normalised."""
+def synthetic_batch(cfg: TrainConfig, runtime: Runtime) -> dict:
+    """Random views in the loader's layout, moved and normalised, plus per method family DetCon's grids and ids,
+    SoCo's boxes or DetCo's patches."""
     rng = np.random.default_rng(0)
     b = cfg.batch_size
 
     def images(*shape: int) -> torch.Tensor:
         return torch.from_numpy(rng.integers(0, 256, size=shape, dtype=np.uint8))
 
-    if cfg.method == "detco":
+    family = method_spec(cfg.method).family
+    if family == "detcon":
+        s, grid, k = cfg.image_size, cfg.grid_size, cfg.num_masks
+        batch = {}
+        for v in range(2):
+            batch[f"view{v}"] = images(b, 3, s, s)
+            grids = torch.from_numpy(rng.integers(0, 6, size=(b, grid, grid)))
+            cells = torch.from_numpy(rng.integers(0, grid * grid, size=(b, k)))
+            batch[f"grid{v}"] = grids
+            batch[f"ids{v}"] = grids.flatten(1).gather(1, cells)
+    elif family == "detco":
         size, (_, patch) = cfg.image_size, cfg.detco.sizes(cfg.image_size)
         cells = cfg.detco.grid ** 2
         batch = {"view0": images(b, 3, size, size), "view1": images(b, 3, size, size),
@@ -82,7 +75,7 @@ def synthetic_method_batch(cfg: TrainConfig, device: torch.device, channels_last
                 levels[p, side] = assign_levels(boxes[p, side].reshape(-1, 4), cfg.soco.level_thresholds).reshape(b, k)
         batch.update(boxes=torch.from_numpy(boxes).float(), levels=torch.from_numpy(levels),
                      box_ids=torch.from_numpy(rng.integers(0, 3, size=(pairs, b, k))))
-    return to_device(batch, device, channels_last, cfg.mean, cfg.std)
+    return to_device(batch, runtime, cfg.mean, cfg.std)
 
 
 def measure(cfg: TrainConfig, device: str, steps: int, warmup: int) -> float:
@@ -90,16 +83,13 @@ def measure(cfg: TrainConfig, device: str, steps: int, warmup: int) -> float:
     configure_cuda(runtime)
     method, optimizer = build(cfg, runtime)
     method.train()
-    if cfg.method in DETCON:
-        batch, views = synthetic_batch(cfg, runtime.device, runtime.channels_last)
-    else:
-        batch, views = synthetic_method_batch(cfg, runtime.device, runtime.channels_last)
+    batch = synthetic_batch(cfg, runtime)
     peak = peak_learning_rate(cfg.base_lr, cfg.batch_size)
 
     def step(i: int) -> None:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(i, cfg.steps, peak, 0)
-        loss = method.loss(batch, images=views, autocast=runtime.autocast)
+        loss = method.loss(batch, autocast=runtime.autocast)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -119,14 +109,14 @@ def measure(cfg: TrainConfig, device: str, steps: int, warmup: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="detcon-b", choices=[*METHODS, "all"])
+    parser.add_argument("--method", default="detcon-b", choices=[*METHOD_NAMES, "all"])
     parser.add_argument("--cuda", action="store_true", help="ResNet-50 at 224 px in bf16 on the GPU")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
-    methods = METHODS if args.method == "all" else (args.method,)
+    methods = METHOD_NAMES if args.method == "all" else (args.method,)
     rows = []
     for method in methods:
         if args.cuda:

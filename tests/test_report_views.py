@@ -33,7 +33,8 @@ def _sample(ds: Path, key: str):
 def _trainer_pair(sample, cfg: TrainConfig, seed: int):
     """make_pair's own output and, from an independent replay of its draws, the view label maps."""
     from regionshards.report.views import trainer_sample
-    from regionshards.trainer.samples import PairBuffers, decode_for_crops, make_pair
+    from regionshards.trainer.decode import decode_for_crops
+    from regionshards.trainer.methods.detcon_views import PairBuffers, make_pair
     from regionshards.trainer.transforms import dct_scale, resize_mask, sample_crop, snap
 
     s, g, k = cfg.image_size, cfg.grid_size, cfg.num_masks

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regionshards.trainer.boxes import (
+from regionshards.trainer.methods.soco_boxes import (
     NO_ID,
     assign_levels,
     candidate_boxes,

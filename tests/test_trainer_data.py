@@ -26,7 +26,7 @@ from regionshards.shards import (  # noqa: E402
 from regionshards.shards.sample import canonical_json  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.data import EpochPlan, ShardStream, make_loader, shuffled  # noqa: E402
-from regionshards.trainer.samples import decode_for_crops, parse_partition  # noqa: E402
+from regionshards.trainer.decode import decode_for_crops, parse_partition  # noqa: E402
 from regionshards.trainer.transforms import Crop, dct_scale  # noqa: E402
 
 torch.set_num_threads(1)  # two cores shared with other processes: OpenMP spinning would dominate
@@ -227,3 +227,64 @@ def test_png_is_decoded_at_full_size_and_sizes_are_checked() -> None:
     assert (scale, bgr, image.shape) == (1, False, (20, 30, 3))
     with pytest.raises(ValueError, match="30x20"):
         decode_for_crops(rec.image, "png", 21, 30, 1)
+
+
+# --- batch mixing -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def class_sorted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 shards of 5 samples, shard s holding only class s (a class-sorted build)."""
+    return make_dataset(tmp_path_factory.mktemp("sorted") / "ds", [5] * 24, h=32, w=32)
+
+
+def test_batches_mix_classes_like_iid_sampling_on_class_sorted_shards(class_sorted: Path) -> None:
+    from regionshards.trainer.data import batch_mixing, expected_distinct
+
+    iid = expected_distinct([5] * 24, 8)  # 8 samples drawn from 24 classes of 5: ≈ 6.9
+    assert 6.5 < iid < 7.5
+
+    def distinct(cfg: TrainConfig) -> list[int]:
+        stream = ShardStream(class_sorted, cfg, epochs=2)
+        return [len({k.split("_")[0] for k in batch["keys"]}) for batch in stream]
+
+    mixed = small_cfg(batch_size=8, shuffle_buffer=8, workers=2)
+    got = distinct(mixed)
+    assert len(got) == 30 and np.mean(got) >= 0.95 * iid
+    # the plan of contiguous runs (interleave 0, what the trainer did before): batches of a few neighbouring shards
+    runs = distinct(small_cfg(batch_size=8, shuffle_buffer=8, workers=2, interleave=0))
+    assert np.mean(runs) < 0.7 * iid
+    # the metadata-only measurement follows the same plan, interleave and buffer as the real stream
+    classes = [[s] * 5 for s in range(24)]
+    for cfg in (mixed, small_cfg(batch_size=8, shuffle_buffer=8, interleave=0)):
+        one = small_cfg(**{**{k: getattr(cfg, k) for k in ("batch_size", "shuffle_buffer", "interleave")}})
+        assert batch_mixing([5] * 24, classes, one, batches=15) == distinct(one)[:15]
+
+
+def test_interleave_takes_one_sample_per_open_shard_in_turn() -> None:
+    from regionshards.trainer.data import Span, interleaved
+
+    spans = [Span("a", 0, 3), Span("b", 1, 1), Span("c", 0, 2), Span("d", 0, 2)]
+
+    def read(span: Span):
+        return iter(f"{span.url}{span.skip + i}" for i in range(span.take))
+
+    assert list(interleaved(spans, 2, read)) == ["a0", "b1", "a1", "c0", "a2", "c1", "d0", "d1"]
+    assert list(interleaved(spans, 9, read)) == ["a0", "b1", "c0", "d0", "a1", "c1", "d1", "a2"]
+    assert list(interleaved(spans, 1, read)) == ["a0", "a1", "a2", "b1", "c0", "c1", "d0", "d1"]
+
+
+def test_mix_ranks_gives_every_rank_all_shards_equal_batches_and_no_sample_twice(class_sorted: Path) -> None:
+    from regionshards.trainer.data import expected_distinct
+
+    cfg = small_cfg(batch_size=8, shuffle_buffer=8, mix_ranks=True)
+    per_rank = [epoch_keys(class_sorted, cfg, r, 2) for r in range(2)]
+    assert [len(b) for b in per_rank] == [7, 7]  # 120 samples, 2 ranks: 60 positions, 7 batches of 8 each
+    flat = [k for rank in per_rank for batch in rank for k in batch]
+    assert len(flat) == len(set(flat)) == 112
+    iid = expected_distinct([5] * 24, 8)
+    for rank in per_rank:  # each rank's own batches draw on all 24 classes, not on its half
+        assert np.mean([len({k.split("_")[0] for k in batch}) for batch in rank]) >= 0.95 * iid
+        assert len({k.split("_")[0] for batch in rank for k in batch}) > 12
+    halves = [epoch_keys(class_sorted, small_cfg(batch_size=8, shuffle_buffer=8), r, 2) for r in range(2)]
+    assert all(len({k.split("_")[0] for batch in rank for k in batch}) <= 13 for rank in halves)

@@ -21,9 +21,10 @@ from regionshards.cli.main import main  # noqa: E402
 from regionshards.shards import InputRecord, Source, config_hash, iter_shard, write_manifest, write_shard  # noqa: E402
 from regionshards.trainer.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
-from regionshards.trainer.detco import DetCo, DetCoNet, detco_loss, info_nce  # noqa: E402
-from regionshards.trainer.detco_views import jigsaw_offsets, make_detco_batch  # noqa: E402
-from regionshards.trainer.method_config import DetCoConfig  # noqa: E402
+from regionshards.trainer.methods.detco_config import DetCoConfig  # noqa: E402
+from regionshards.trainer.methods.detco_model import DetCo, DetCoNet, detco_loss, info_nce  # noqa: E402
+from regionshards.trainer.methods.detco_views import jigsaw_offsets  # noqa: E402
+from regionshards.trainer.methods.detco_views import make_batch as make_detco_batch  # noqa: E402
 from regionshards.trainer.transforms import normalize  # noqa: E402
 
 torch.set_num_threads(1)
@@ -97,9 +98,9 @@ def test_jigsaw_patches_stay_in_their_cells() -> None:
 
 def test_patches_are_cut_from_the_jigsaw_crop(image_ds: Path) -> None:
     """Without colour, a patch equals its window of the jigsaw crop (recomputed from the same draws)."""
-    from regionshards.trainer.detco_views import detco_view
+    from regionshards.trainer.decode import DecodedImage, sample_meta
+    from regionshards.trainer.methods.detco_views import detco_view
     from regionshards.trainer.transforms import sample_crop
-    from regionshards.trainer.views import DecodedImage, sample_meta
 
     cfg = detco_cfg(colour=False)
     sample = samples_of(image_ds)[0]
@@ -191,7 +192,7 @@ def test_forward_shapes_momentum_encoder_and_a_training_step(image_ds: Path) -> 
     assert len(q_g) == len(q_l) == 4 and all(t.shape == (4, 8) for t in q_g + q_l)
     assert torch.allclose(q_l[3].norm(dim=1), torch.ones(4), atol=1e-5)
     ptr = int(method.queue_ptr)
-    loss = method.loss(batch, images=images)
+    loss = method.loss(images)
     assert torch.isfinite(loss) and int(method.queue_ptr) == (ptr + 4) % 16
     loss.backward()
     assert net.local_heads[0][0].weight.grad is not None and all(p.grad is None for p in method.target.parameters())
@@ -235,7 +236,7 @@ def test_train_and_exact_resume_carry_the_queues(image_ds: Path, tmp_path: Path)
     export = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "r18.pt")])
     assert export.exit_code == 0, export.output
     refused = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "d.pt"), "--format", "maskrcnn"])
-    assert refused.exit_code != 0 and "needs a SoCo run" in refused.output
+    assert refused.exit_code != 0 and "needs a run with an FPN" in refused.output
 
 
 def test_two_gloo_processes_under_torchrun(image_ds: Path, tmp_path: Path) -> None:

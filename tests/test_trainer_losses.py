@@ -15,7 +15,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from regionshards.trainer.losses import detcon_b_loss, detcon_s_loss  # noqa: E402
+from regionshards.trainer.methods.detcon_loss import detcon_b_loss, detcon_s_loss  # noqa: E402
 
 torch.set_num_threads(1)
 

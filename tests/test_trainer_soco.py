@@ -33,12 +33,11 @@ from regionshards.shards import (  # noqa: E402
     write_manifest,
     write_shard,
 )
-from regionshards.trainer.boxes import NO_ID, assign_levels  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.lars import LARS, param_groups  # noqa: E402
-from regionshards.trainer.pyramid import SoCoNet  # noqa: E402
-from regionshards.trainer.soco import SoCo, box_byol_loss  # noqa: E402
-from regionshards.trainer.soco_views import make_soco_batch  # noqa: E402
+from regionshards.trainer.methods.soco_boxes import NO_ID, assign_levels  # noqa: E402
+from regionshards.trainer.methods.soco_model import SoCo, SoCoNet, box_byol_loss  # noqa: E402
+from regionshards.trainer.methods.soco_views import make_batch as make_soco_batch  # noqa: E402
 from regionshards.trainer.transforms import normalize  # noqa: E402
 
 torch.set_num_threads(1)
@@ -116,7 +115,7 @@ def test_batch_layout(soco_ds: Path, method: str) -> None:
     for v, s in enumerate(sizes):
         assert batch[f"view{v}"].shape == (4, 3, s, s) and batch[f"view{v}"].dtype == torch.uint8
     assert batch["boxes"].shape == (pairs, 2, 4, 4, 4) and batch["levels"].shape == (pairs, 2, 4, 4)
-    assert batch["box_ids"].shape == (pairs, 4, 4)
+    assert batch["box_ids"].shape == (pairs, 2, 4, 4)
     for p in range(pairs):
         for side, v in enumerate((0, p + 1)):
             b = batch["boxes"][p, side].numpy()
@@ -156,7 +155,7 @@ def test_view_boxes_land_on_their_painted_pixels(tmp_path: Path, fmt: str, scale
                     view = batch[f"view{v}"][0].permute(1, 2, 0).numpy().astype(int)
                     size = view.shape[0]
                     centres = np.arange(size) + 0.5
-                    for box, pid in zip(batch["boxes"][p, side, 0].numpy(), batch["box_ids"][p, 0].numpy(),
+                    for box, pid in zip(batch["boxes"][p, side, 0].numpy(), batch["box_ids"][p, side, 0].numpy(),
                                         strict=True):
                         xs = (centres > box[0] + 2) & (centres < box[2] - 2)
                         ys = (centres > box[1] + 2) & (centres < box[3] - 2)
@@ -280,7 +279,7 @@ def test_loss_falls_on_a_repeated_batch(soco_ds: Path) -> None:
     opt = LARS(param_groups(method.online, 1e-5), lr=0.5, momentum=0.9)
     losses = []
     for step in range(6):
-        loss = method.loss(batch, images=images)
+        loss = method.loss({**batch, **images})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -292,29 +291,34 @@ def test_loss_falls_on_a_repeated_batch(soco_ds: Path) -> None:
 # --- export -------------------------------------------------------------------------------------------------
 
 
-def test_export_lands_every_tensor_in_torchvision_maskrcnn(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fpn_norm", [True, False])
+def test_export_lands_every_tensor_in_torchvision_maskrcnn(tmp_path: Path, fpn_norm: bool) -> None:
+    """SoCo's FPN with BatchNorm lands in the v2 detector (whose FPN has BatchNorm); a run saved before the FPN
+    had BatchNorm (``fpn_norm`` false) in the v1 detector."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 
     from regionshards.trainer.checkpoint import save_checkpoint
     from regionshards.trainer.detector_export import export_detector
 
-    cfg = soco_cfg(backbone="resnet50")
+    cfg = soco_cfg(backbone="resnet50", soco={"fpn_norm": fpn_norm})
     torch.manual_seed(0)
     method = SoCo(cfg)
     save_checkpoint(tmp_path, 3, {"model": method.state_dict(), "optimizer": {}, "config": cfg.to_dict()}, keep=2)
     info = export_detector(tmp_path, tmp_path / "det.pt", head=True)
     assert info["step"] == 3 and info["head"]
     state = torch.load(tmp_path / "det.pt", weights_only=True)
-    v1 = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    build = maskrcnn_resnet50_fpn_v2 if fpn_norm else maskrcnn_resnet50_fpn
+    det = build(weights=None, weights_backbone=None).state_dict()
     v2 = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict()
     body_fpn = {k: v for k, v in state.items() if not k.startswith("roi_heads.")}
     head = {k: v for k, v in state.items() if k.startswith("roi_heads.")}
-    assert all(k in v1 and v1[k].shape == v.shape for k, v in body_fpn.items())
+    assert all(k in det and det[k].shape == v.shape for k, v in body_fpn.items())
     # every backbone and FPN tensor of the detector is covered
-    assert {k for k in v1 if k.startswith("backbone.")} == set(body_fpn)
+    assert {k for k in det if k.startswith("backbone.")} == set(body_fpn)
+    assert any(".inner_blocks.0.1.running_var" in k for k in body_fpn) == fpn_norm
     assert head and all(k in v2 and v2[k].shape == v.shape for k, v in head.items())
     assert {k for k in v2 if k.startswith("roi_heads.box_head.")} == set(head)
-    detector = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    detector = build(weights=None, weights_backbone=None)
     result = detector.load_state_dict(body_fpn, strict=False)
     assert not result.unexpected_keys and not set(result.missing_keys) & set(body_fpn)
     assert torch.equal(detector.backbone.body.layer3[2].conv2.weight, method.online.backbone.layer3[2].conv2.weight)
@@ -369,8 +373,32 @@ def test_train_resume_and_export_contract(soco_ds: Path, tmp_path: Path) -> None
     assert wrong.exit_code == 1 and "not 'none'" in wrong.output  # refused up front, naming the dataset
 
 
+def test_a_run_saved_before_the_fpn_had_batchnorm_resumes_as_it_was(soco_ds: Path, tmp_path: Path) -> None:
+    """A SoCo run whose config.json predates ``soco.fpn_norm`` and ``zero_init_residual`` (its FPN convs have
+    biases and no BatchNorm) resumes with that network, from the same command line."""
+    run = tmp_path / "old"
+    old_cfg = tmp_path / "old.json"
+    old_cfg.write_text(json.dumps({**SMALL_HEADS, "soco": {"fpn_norm": False}, "zero_init_residual": False}))
+    common = ["--steps", "3", "--workers", "0", "--log-every", "1"]
+    first = CliRunner().invoke(main, soco_args(soco_ds, run, "soco", *common, "--config", str(old_cfg),
+                                               "--stop-at", "2"))
+    assert first.exit_code == 0, first.output
+    saved = json.loads((run / "config.json").read_text())
+    del saved["soco"]["fpn_norm"], saved["zero_init_residual"]  # as an older trainer wrote it
+    (run / "config.json").write_text(json.dumps(saved))
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps(SMALL_HEADS))
+    second = CliRunner().invoke(main, soco_args(soco_ds, run, "soco", *common, "--config", str(heads), "--resume"))
+    assert second.exit_code == 0, second.output
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]
+    from regionshards.trainer.checkpoint import load_checkpoint
+
+    model = load_checkpoint(run / "checkpoint-00000003.pt")["model"]
+    assert "online.fpn.inner_blocks.0.0.bias" in model and "online.fpn.inner_blocks.0.1.weight" not in model
+
+
 def test_config_objects_round_trip_and_older_runs_still_resume() -> None:
-    from regionshards.trainer.config import config_differences
+    from regionshards.trainer.config import adopt_legacy, config_differences
 
     cfg = soco_cfg("soco-star", soco={"proposal_filter": "ratio3", "level_thresholds": [32, 64, 128, 256]})
     assert cfg.soco.level_thresholds == (32, 64, 128, 256) and cfg.soco.view_sizes(64, True) == (64, 64, 55, 32)
@@ -383,8 +411,12 @@ def test_config_objects_round_trip_and_older_runs_still_resume() -> None:
         soco_cfg(soco={"level_thresholds": [1, 2]}, steps=1).validate()
     # a DetCon run saved before the soco / detco / warmup_epochs fields existed resumes unchanged
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("soco", "detco", "warmup_epochs")}
-    assert config_differences(old, TrainConfig().to_dict()) == []
-    assert config_differences(old, TrainConfig(detco={"queue_size": 8}).to_dict()) == ["detco"]
+    current = TrainConfig()
+    # settings added since: the run keeps the values it was trained with
+    assert adopt_legacy(current, old) == ["soco.fpn_norm", "soco.max_tries", "soco.pad_independently"]
+    assert config_differences(old, current.to_dict()) == []
+    legacy_soco = {"fpn_norm": False, "max_tries": 1, "pad_independently": False}
+    assert config_differences(old, TrainConfig(detco={"queue_size": 8}, soco=legacy_soco).to_dict()) == ["detco"]
 
 
 @pytest.mark.parametrize("method", ["soco", "soco-star"])
@@ -412,3 +444,16 @@ def torchrun(args: list[str]) -> subprocess.CompletedProcess:
            "-m", "regionshards", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_fpn_has_batchnorm_after_every_lateral_and_output_conv_and_no_conv_bias() -> None:
+    """SoCo_FPN.py builds mmdet's FPN with norm_cfg=BN (ConvModule: conv without bias → BN, no activation)."""
+    net = SoCo(soco_cfg()).online
+    for blocks in (net.fpn.inner_blocks, net.fpn.layer_blocks):
+        assert len(blocks) == 4
+        for block in blocks:
+            conv, norm = block[0], block[1]
+            assert isinstance(conv, torch.nn.Conv2d) and conv.bias is None
+            assert isinstance(norm, torch.nn.BatchNorm2d) and len(block) == 2  # no activation, as mmdet's FPN
+    plain = SoCo(soco_cfg(soco={"fpn_norm": False})).online
+    assert all(len(b) == 1 and b[0].bias is not None for b in plain.fpn.inner_blocks)

@@ -21,11 +21,11 @@ from regionshards.cli.main import main  # noqa: E402
 from regionshards.trainer.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint  # noqa: E402
 from regionshards.trainer.config import TrainConfig, config_differences  # noqa: E402
 from regionshards.trainer.data import ShardStream  # noqa: E402
-from regionshards.trainer.detcon import DetCon, cosine_momentum  # noqa: E402
 from regionshards.trainer.lars import LARS, learning_rate, param_groups, peak_learning_rate  # noqa: E402
-from regionshards.trainer.loop import _to_device, build  # noqa: E402
-from regionshards.trainer.models import DetConNet, grid_masks, mask_pool  # noqa: E402
-from regionshards.trainer.runtime import select_runtime  # noqa: E402
+from regionshards.trainer.loop import build  # noqa: E402
+from regionshards.trainer.methods.detcon_model import DetCon, DetConNet, grid_masks, mask_pool  # noqa: E402
+from regionshards.trainer.networks import cosine_momentum  # noqa: E402
+from regionshards.trainer.runtime import select_runtime, to_device  # noqa: E402
 from test_trainer_data import make_dataset  # noqa: E402
 
 torch.set_num_threads(1)
@@ -123,16 +123,17 @@ def test_trunk_and_mask_pooling() -> None:
 
 @pytest.mark.parametrize("method", ["detcon-b", "detcon-s"])
 def test_loss_is_finite_and_falls_on_a_repeated_batch(blocks_ds: Path, method: str) -> None:
+    # lr 1.0: with the zero-initialised residual branches the loss falls slowly in 12 steps at DetCon's 0.2
     cfg = TrainConfig(method=method, backbone="resnet18", image_size=64, batch_size=4, steps=12, workers=0,
-                      **SMALL_HEADS)
+                      base_lr=1.0, **SMALL_HEADS)
     runtime = select_runtime(False, "cpu", {})
     detcon, optimizer = build(cfg, runtime)
-    moved, views = _to_device(next(iter(ShardStream(blocks_ds, cfg))), runtime, cfg)
+    moved = to_device(next(iter(ShardStream(blocks_ds, cfg))), runtime, cfg.mean, cfg.std)
     losses = []
     for step in range(12):
         for group in optimizer.param_groups:
             group["lr"] = peak_learning_rate(cfg.base_lr, cfg.batch_size)
-        loss = detcon.loss(moved, images=views)
+        loss = detcon.loss(moved)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -19,8 +19,9 @@ from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 from regionshards.proposals import encode_segments  # noqa: E402
 from regionshards.trainer.config import TrainConfig, ViewConfig  # noqa: E402
-from regionshards.trainer.masks import majority_grid, sample_ids, view_grid  # noqa: E402
-from regionshards.trainer.samples import PairBuffers, decode_for_crops, make_pair  # noqa: E402
+from regionshards.trainer.decode import decode_for_crops  # noqa: E402
+from regionshards.trainer.methods.detcon_masks import majority_grid, sample_ids, view_grid  # noqa: E402
+from regionshards.trainer.methods.detcon_views import PairBuffers, make_pair  # noqa: E402
 from regionshards.trainer.transforms import (  # noqa: E402
     Crop,
     adjust_brightness,

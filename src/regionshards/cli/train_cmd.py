@@ -8,6 +8,10 @@ from pathlib import Path
 
 import click
 
+# the method table and the recipes are torch-free; the rest of the trainer is imported inside the commands
+from ..trainer.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
+from ..trainer.recipes import RECIPES, recipe_values
+
 _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
     "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
     "steps": "steps", "workers": "workers", "seed": "seed", "base_lr": "base_lr", "weight_decay": "weight_decay",
@@ -17,24 +21,32 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 
 
 @click.command("train")
-@click.option("--method", type=click.Choice(["detcon-b", "detcon-s", "soco", "soco-star", "detco"]), default="detcon-b",
-              show_default=True)
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True,
+              help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="Dataset folder (built).")
 @click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
               default="resnet50", show_default=True)
 @click.option("--image-size", type=int, default=224, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Per process (global = x processes).")
-@click.option("--steps", type=int, required=True, help="Optimiser steps of the whole run (sets the schedules).")
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
+              help="An official run's settings, field by field (docs/trainer.md); other options win over it.")
+@click.option("--steps", type=int, help="Optimiser steps of the whole run (sets the schedules).")
+@click.option("--epochs", type=float, help="Instead of --steps: epochs of the dataset (steps = epochs x batches per "
+              "epoch for this dataset, world size and batch size).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Loader processes per training process.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--lr", "base_lr", type=float,
-              help="Per 256 images (LARS). Default: the method's (DetCon 0.2, SoCo 1.0, DetCo 0.03).")
-@click.option("--weight-decay", type=float, help="Default: the method's (DetCon 1.5e-6, SoCo 1e-5, DetCo 1e-4).")
+              help="Per 256 images. Default: the method's (" + ", ".join(f"{m.name} {m.base_lr:g}"
+                                                                        for m in METHODS.values()) + ").")
+@click.option("--weight-decay", type=float,
+              help="Default: the method's (" + ", ".join(f"{m.name} {m.weight_decay:g}" for m in METHODS.values())
+              + ").")
 @click.option("--warmup-steps", type=int, help="Linear warmup steps (default: 1% of --steps).")
 @click.option("--num-masks", type=int, default=16, show_default=True, help="K masks sampled per view (DetCon).")
-@click.option("--proposal-filter", help="SoCo: the recorded proposal filter to train on (default ratio3size0308).")
+@click.option("--proposal-filter", help="Methods that need proposals: the recorded filter to train on "
+              "(default ratio3size0308).")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True)
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--stop-at", type=int, help="Stop (with a checkpoint) after this step; --resume continues.")
@@ -43,21 +55,40 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
               help="JSON object of any trainer config fields; options given on the command line win.")
 @click.pass_context
 def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, config_file: Path | None,
-                  proposal_filter: str | None, **options) -> None:
-    """DetCon-B/S, SoCo/SoCo* or DetCo pretraining on a built dataset; launch with torchrun for several processes.
+                  proposal_filter: str | None, recipe: str | None, epochs: float | None, **options) -> None:
+    """Self-supervised pretraining (DetCon-B/S, SoCo/SoCo*, DetCo: see --method) on a built dataset; launch with
+    torchrun for several processes.
 
     Writes RUN/config.json, RUN/metrics.jsonl (one line per step) and RUN/checkpoint-<step>.pt.
     """
     from ..trainer.config import TrainConfig
 
-    values = json.loads(config_file.read_text("utf-8")) if config_file else {}
-    values.pop("run", None)  # a previous run's config.json may serve as --config
+    values = recipe_values(recipe) if recipe else {}
+    given = json.loads(config_file.read_text("utf-8")) if config_file else {}
+    given.pop("run", None)  # a previous run's config.json may serve as --config
+    for key, value in given.items():  # the file wins over the recipe (nested objects merged)
+        merge = isinstance(value, dict) and isinstance(values.get(key), dict)
+        values[key] = {**values[key], **value} if merge else value
     for name, field in _TRAIN_OPTIONS.items():
         if field not in values or ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             values[field] = options[name]
+    if epochs is not None:
+        values["epochs"] = epochs
+        if ctx.get_parameter_source("steps") != click.core.ParameterSource.COMMANDLINE:
+            values["steps"] = 0
+    elif ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
+        values["epochs"] = None
+    if epochs is not None and options["steps"] is not None:
+        raise click.UsageError("give --steps or --epochs, not both")
+    if not values.get("steps") and values.get("epochs") is None:
+        raise click.UsageError("give --steps or --epochs (or a --recipe)")
+    values["steps"] = values.get("steps") or 0
     values.update(data=str(data), out=str(run))
     if proposal_filter is not None:
-        values["soco"] = {**values.get("soco", {}), "proposal_filter": proposal_filter}
+        spec = METHODS.get(values.get("method", DEFAULT_METHOD))
+        if spec is None or "proposals" not in spec.needs or not spec.settings:
+            raise click.UsageError(f"--proposal-filter: method {values.get('method')!r} uses no proposals")
+        values[spec.settings] = {**values.get(spec.settings, {}), "proposal_filter": proposal_filter}
     try:
         cfg = TrainConfig.from_dict(values).validate()
     except (TypeError, ValueError) as exc:
@@ -79,7 +110,7 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, confi
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A particular checkpoint (default: the newest in RUN).")
 @click.option("--format", "fmt", type=click.Choice(["torchvision", "maskrcnn"]), default="torchvision",
-              show_default=True, help="maskrcnn (SoCo runs): backbone + FPN under maskrcnn_resnet50_fpn key names.")
+              show_default=True, help="maskrcnn (SoCo runs): backbone + FPN under maskrcnn_resnet50_fpn(_v2) keys.")
 @click.option("--head", is_flag=True, help="With --format maskrcnn: add the 4conv1fc box head (roi_heads.box_head).")
 def export_command(run: Path, out: Path, which: str, checkpoint: Path | None, fmt: str, head: bool) -> None:
     """Write a run's backbone as a torchvision resnet state_dict (loads with strict=True), or a SoCo run's

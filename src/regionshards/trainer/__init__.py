@@ -1,15 +1,14 @@
 """Training on regionshards datasets: DetCon-B / DetCon-S, SoCo / SoCo*, DetCo with DDP (spec: ``docs/trainer.md``).
 
-Modules, one role each: ``config`` (every default of the method notes; no torch), ``data`` (sharded streaming
-with equal batches per rank, resumable), ``samples`` / ``transforms`` / ``masks`` (the joint views,
-numpy/cv2), ``models`` (ResNet trunk, heads, mask pooling), ``losses`` (DetCon-B/S, cross-rank gather),
-``detcon`` (the method: networks, EMA target, loss of a batch), ``lars`` (optimiser and schedule),
-``checkpoint`` (atomic checkpoints, export), ``runtime`` (device/backend/autocast selection), ``loop`` (the
-training loop); SoCo / DetCo add ``method_config`` (their settings; no torch), ``boxes`` / ``views`` /
-``soco_views`` / ``detco_views`` (their views and boxes, numpy/cv2), ``pyramid`` (C2–C5, FPN + RoI network),
-``soco`` / ``detco`` (the methods and losses), ``methods`` (the loop's dispatch) and ``detector_export``
-(Mask R-CNN key names). torch is imported only under this package (the ``train`` extra), and only when a name below
-that needs it is first used, so ``regionshards.trainer.config`` works without torch.
+What every method shares lives here, one role per module: ``config`` (the run's settings; no torch), ``data``
+(sharded streaming with equal batches per rank, resumable), ``decode`` / ``transforms`` (reading a sample,
+numpy/cv2 view kernels), ``networks`` (ResNet trunk, MLP head, EMA), ``collectives`` (cross-rank gathers),
+``lars`` (optimiser and schedule), ``runtime`` (device/backend/autocast, batches onto the device),
+``checkpoint`` (atomic checkpoints, backbone export), ``detector_export`` (Mask R-CNN key names), ``loop`` (the
+training loop) and ``preview`` (DetCon's views for ``regionshards show``). ``methods`` is the method table plus,
+per method family, its networks + loss + target (``<family>_model``) and its views → batch
+(``<family>_views``). torch is imported only under this package (the ``train`` extra), and only when a name
+below that needs it is first used, so ``regionshards.trainer.config`` works without torch.
 """
 
 from __future__ import annotations
@@ -19,16 +18,16 @@ from typing import Any
 
 _EXPORTS = {
     "TrainConfig": "config", "ViewConfig": "config",
+    "METHODS": "methods", "MethodSpec": "methods", "method_spec": "methods",
     "EpochPlan": "data", "ShardStream": "data", "make_loader": "data",
-    "DetCon": "detcon", "cosine_momentum": "detcon",
+    "cosine_momentum": "networks", "gather_with_grad": "collectives",
     "LARS": "lars", "learning_rate": "lars",
     "RunError": "loop", "train": "loop",
-    "detcon_b_loss": "losses", "detcon_s_loss": "losses", "gather_with_grad": "losses",
     "Runtime": "runtime", "select_runtime": "runtime",
-    "export_backbone": "checkpoint",
-    "SoCoConfig": "method_config", "DetCoConfig": "method_config",
-    "SoCo": "soco", "box_byol_loss": "soco", "DetCo": "detco", "detco_loss": "detco",
-    "export_detector": "detector_export",
+    "export_backbone": "checkpoint", "export_detector": "detector_export",
+    "DetCon": "methods.detcon_model", "detcon_b_loss": "methods.detcon_loss", "detcon_s_loss": "methods.detcon_loss",
+    "SoCoConfig": "methods.soco_config", "SoCo": "methods.soco_model", "box_byol_loss": "methods.soco_model",
+    "DetCoConfig": "methods.detco_config", "DetCo": "methods.detco_model", "detco_loss": "methods.detco_model",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,4 @@
-"""Streaming shards into DDP: an iterable dataset of ready-made DetCon batches.
+"""Streaming shards into DDP: an iterable dataset of ready-made batches of any method.
 
 **Epoch plan** (``EpochPlan``, a pure function of the manifest's per-shard sample counts, the seed, the epoch,
 the world size, the rank, the batch size and the loader workers):
@@ -10,31 +10,40 @@ the world size, the rank, the batch size and the loader workers):
    epoch** and no sample is served twice within an epoch; the remainder (fewer than
    ``world_size * (batch_size + 1)`` samples) is dropped for that epoch — a different remainder each epoch,
    since the order changes. Nothing is padded.
-3. A rank's Q batches are split between its W loader workers: virtual worker v owns the batches
-   ``b ≡ v (mod W)`` and reads a contiguous run of ``q_v * batch_size`` of the rank's positions (runs in order
-   of v), shuffled through a seeded buffer (``shuffle_buffer`` samples) before being cut into batches.
-   A worker reads only the shards its run overlaps, skipping (without parsing) the samples before its start.
+3. **Mixing.** The rank's samples (pieces of about ``1 / world_size`` of the shards) are read as DetCon's
+   ``tf.data`` pipeline reads its TFRecords: **interleaved** — ``interleave`` shards open at once, one sample
+   from each in turn (``cycle_length`` = ``interleave``, ``block_length`` 1; an exhausted shard's slot takes
+   the next shard) — then through a seeded shuffle buffer (``shuffle_buffer`` samples). Batch b is samples
+   ``[b B, (b + 1) B)`` of that stream. So consecutive samples come from different shards, and a batch mixes as
+   many shards as it has samples, however the dataset was ordered when it was built (class-sorted included).
+4. A rank's Q batches are split between its W loader workers: virtual worker v makes (decodes, augments) the
+   batches ``b ≡ v (mod W)``. Every worker of a rank reads the rank's whole stream (the same shards at the
+   same time, so the page cache serves the W reads of one file) and decodes only its own batches; the others'
+   samples are dropped unparsed. ``mix_ranks``: every rank reads the epoch's whole stream (the first
+   ``world_size * Q * batch_size`` positions, shuffled alike on every rank) and takes its batches
+   ``g ≡ rank (mod world_size)``, so each rank's own batches mix all shards (world_size x the reads).
 
 **Order across workers.** ``torch.utils.data.DataLoader`` asks its workers for batches round-robin and returns
 them in request order, so physical worker p serves global batches ``t ≡ p - t0 (mod W)`` counted from the
 start step ``t0``; in epoch e it therefore plays virtual worker ``(p + t0 - e Q) mod W``. With that mapping the
 stream is one endless sequence of batches ``t = t0, t0 + 1, ...`` (epoch ``t // Q``, batch ``t % Q``), the same
 for any resume point: **resuming at step t0 yields exactly the batches an uninterrupted run yields from t0 on**
-(same world size, batch size, workers and seed). Skipped batches are drawn from the shuffle buffer but not
+(same world size, batch size, workers, interleave and seed). Skipped batches are read and shuffled but not
 decoded.
 
-**Randomness.** The shuffle of virtual worker v uses ``(seed, epoch, rank, v)``; the augmentations and id
-sampling of batch b use ``(seed, epoch, rank, b)`` — nothing depends on process-global random state.
+**Randomness.** The shuffle of rank r uses ``(seed, epoch, rank)`` (the same in all of its workers); the
+augmentations and id sampling of batch b use ``(seed, epoch, rank, b)`` — nothing depends on process-global
+random state.
 
 Samples are read with ``regionshards.shards.iter_shard`` (checked tar headers, no pickle) without parsing the
-JSON; only the segments are parsed (``samples.parse_partition``). A shard holding fewer samples than its
-manifest entry is an error (the epoch plan would no longer be equal across ranks).
+JSON; only the method's partition is parsed (``decode.parse_partition``). A shard holding fewer samples than
+its manifest entry is an error (the epoch plan would no longer be equal across ranks).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +54,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..shards import open_dataset
 from ..shards.reader import iter_shard
 from .config import TrainConfig
-from .detco_views import make_detco_batch
-from .samples import PairBuffers, make_pair
-from .soco_views import make_soco_batch
-
-# methods whose batches are not DetCon's views + grids: method → (samples, cfg, rng) → batch dict
-_OTHER_BATCHES = {"soco": make_soco_batch, "soco-star": make_soco_batch, "detco": make_detco_batch}
+from .methods import method_spec
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,15 @@ class EpochPlan:
         return q // w + (1 if v < q % w else 0)
 
     def worker_range(self, v: int) -> tuple[int, int]:
-        """[start, stop) sample positions of virtual worker v in the epoch's concatenated shard order."""
+        """[start, stop) positions of virtual worker v's own contiguous run (``interleave = 0``: the plan of runs
+        saved before interleaving existed, kept so that they resume exactly)."""
         start = self.rank * self.samples_per_rank + sum(self.worker_batches(u) for u in range(v)) * self.batch_size
         return start, start + self.worker_batches(v) * self.batch_size
+
+    def rank_range(self) -> tuple[int, int]:
+        """[start, stop) sample positions of this rank's Q batches in the epoch's concatenated shard order."""
+        start = self.rank * self.samples_per_rank
+        return start, start + self.batches * self.batch_size
 
     def spans(self, start: int, stop: int) -> list[Span]:
         """The shard pieces covering positions [start, stop)."""
@@ -127,6 +137,35 @@ def shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Itera
         yield buffer[j]
 
 
+def interleaved(spans: Sequence[Span], cycle: int,
+                read: Callable[[Span], Iterator[Any]] | None = None) -> Iterator[Any]:
+    """The samples of ``spans`` interleaved like ``tf.data.Dataset.interleave(cycle_length=cycle,
+    block_length=1)``: ``cycle`` spans open at once, one sample from each in turn; an exhausted span's slot takes
+    the next span (and serves at once), a slot with no span left closes. Deterministic; every sample once.
+
+    ``read(span)`` yields a span's samples (default: ``read_spans([span])``).
+    """
+    read = read or (lambda span: read_spans([span]))
+    pending = iter(spans)
+    slots = [read(s) for s in itertools.islice(pending, max(1, cycle))]
+    i = 0
+    while slots:
+        i %= len(slots)
+        item = next(slots[i], _END)
+        if item is _END:
+            following = next(pending, None)
+            if following is None:
+                del slots[i]
+            else:
+                slots[i] = read(following)
+            continue
+        yield item
+        i += 1
+
+
+_END = object()
+
+
 def read_spans(spans: Sequence[Span]) -> Iterator[dict[str, Any]]:
     """Samples of each span (raw bytes, JSON unparsed), verifying that every shard holds what the plan expects."""
     for span in spans:
@@ -145,13 +184,48 @@ def read_spans(spans: Sequence[Span]) -> Iterator[dict[str, Any]]:
                                f"(needed samples {span.skip}..{span.skip + span.take - 1})")
 
 
+def rank_stream(plan: EpochPlan, cfg: TrainConfig, read: Callable[[Span], Iterator[Any]] | None = None
+                ) -> Iterator[Any]:
+    """A rank's samples of one epoch in batch order: its spans interleaved (``cfg.interleave`` at once), then
+    through the shuffle buffer seeded by ``(seed, epoch, rank)`` — identical in every worker of the rank.
+    ``read(span)`` replaces the shard reader (the batch-mixing benchmark and tests feed class labels)."""
+    if cfg.mix_ranks and plan.world_size > 1:
+        # every rank reads the epoch's whole stream (seeded alike on all ranks) and takes every W-th batch of it
+        rng = np.random.default_rng([cfg.seed, plan.epoch, 0x5348, 0x4D52])
+        stop = plan.world_size * plan.batches * plan.batch_size
+        stream = shuffled(interleaved(plan.spans(0, stop), cfg.interleave, read), cfg.shuffle_buffer, rng)
+        return _every_nth_batch(stream, plan.batch_size, plan.world_size, plan.rank)
+    rng = np.random.default_rng([cfg.seed, plan.epoch, plan.rank, 0x5348])
+    return shuffled(interleaved(plan.spans(*plan.rank_range()), cfg.interleave, read), cfg.shuffle_buffer, rng)
+
+
+def _every_nth_batch(stream: Iterator[Any], size: int, every: int, offset: int) -> Iterator[Any]:
+    """The samples of batches ``offset, offset + every, ...`` of a stream cut into batches of ``size``."""
+    while True:
+        for j in range(every):
+            chunk = list(itertools.islice(stream, size))
+            if len(chunk) < size:
+                return
+            if j == offset:
+                yield from chunk
+
+
+def runs_stream(plan: EpochPlan, cfg: TrainConfig, v: int, read: Callable[[Span], Iterator[Any]] | None = None
+                ) -> Iterator[Any]:
+    """``interleave = 0``: virtual worker v's own contiguous run through its own buffer (the plan of runs saved
+    before interleaving existed; batches then hold few shards)."""
+    rng = np.random.default_rng([cfg.seed, plan.epoch, plan.rank, v, 0x5348])
+    spans = plan.spans(*plan.worker_range(v))
+    items = read_spans(spans) if read is None else itertools.chain.from_iterable(read(s) for s in spans)
+    return shuffled(items, cfg.shuffle_buffer, rng)
+
+
 class ShardStream(IterableDataset):
     """Endless (or ``epochs``-long) stream of training batches for one rank; use with ``batch_size=None``.
 
-    Each item is a dict: ``view0``/``view1`` uint8 (B, 3, S, S) in channels_last layout, ``grid0``/``grid1``
-    int64 (B, G, G) majority segment ids, ``ids0``/``ids1`` int64 (B, K) sampled ids, ``keys`` (B sample keys),
-    ``step`` (the rank's global batch index t) and ``epoch``. SoCo and DetCo batches carry their own views and
-    boxes instead of grids and ids (``soco_views.make_soco_batch``, ``detco_views.make_detco_batch``).
+    Each item is the method's batch (its family's ``make_batch``: uint8 images ``view0`` … in channels_last
+    layout plus DetCon's grids and ids, SoCo's boxes or DetCo's patches) and ``keys`` (B sample keys), ``step``
+    (the rank's global batch index t) and ``epoch``.
     """
 
     def __init__(self, source: Any, cfg: TrainConfig, *, rank: int = 0, world_size: int = 1, start_step: int = 0,
@@ -189,6 +263,7 @@ class ShardStream(IterableDataset):
         p, w = (0, 1) if info is None else (info.id, info.num_workers)
         if info is not None:
             _single_threaded()
+        _room_for_files(self.cfg.interleave + 64)
         q = self.batches_per_epoch
         first = self.start_step // q
         last = None if self.epochs is None else first + self.epochs
@@ -198,42 +273,42 @@ class ShardStream(IterableDataset):
 
     def _epoch(self, plan: EpochPlan, v: int) -> Iterator[dict[str, Any]]:
         cfg, q = self.cfg, plan.batches
-        start, stop = plan.worker_range(v)
-        rng = np.random.default_rng([cfg.seed, plan.epoch, self.rank, v, 0x5348])
-        stream = shuffled(read_spans(plan.spans(start, stop)), cfg.shuffle_buffer, rng)
+        if cfg.interleave == 0:
+            yield from self._epoch_of_runs(plan, v)
+            return
+        if plan.worker_batches(v) == 0:
+            return
+        last = v + (plan.worker_batches(v) - 1) * plan.workers
+        stream = rank_stream(plan, cfg)
+        for b in range(last + 1):
+            chunk = list(itertools.islice(stream, cfg.batch_size))
+            if len(chunk) < cfg.batch_size:
+                raise RuntimeError(f"epoch {plan.epoch}: rank {self.rank} ran out of samples (plan error)")
+            t = plan.epoch * q + b
+            if b % plan.workers != v or t < self.start_step:
+                continue  # another worker's batch, or one before the resume point: dropped undecoded
+            yield self.make_batch(chunk, plan.epoch, b, t)
+
+    def _epoch_of_runs(self, plan: EpochPlan, v: int) -> Iterator[dict[str, Any]]:
+        """``interleave = 0``: worker v reads its own contiguous run through its own buffer (no interleaving;
+        batches hold few shards — the plan of runs saved before interleaving existed)."""
+        cfg, q = self.cfg, plan.batches
+        stream = runs_stream(plan, cfg, v)
         for j in range(plan.worker_batches(v)):
             b = v + j * plan.workers
             chunk = list(itertools.islice(stream, cfg.batch_size))
             if len(chunk) < cfg.batch_size:
                 raise RuntimeError(f"epoch {plan.epoch}: worker {v} ran out of samples (plan error)")
             t = plan.epoch * q + b
-            if t < self.start_step:
-                continue
-            yield self.make_batch(chunk, plan.epoch, b, t)
+            if t >= self.start_step:
+                yield self.make_batch(chunk, plan.epoch, b, t)
 
     def make_batch(self, samples: Sequence[dict[str, Any]], epoch: int, b: int, t: int) -> dict[str, Any]:
         """Decode and augment one batch with the generator of ``(seed, epoch, rank, b)``."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, self.rank, b, 0x4254])
-        if cfg.method in _OTHER_BATCHES:
-            batch = _OTHER_BATCHES[cfg.method](samples, cfg, rng)
-            return {**batch, "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch}
-        n, s, g, k = len(samples), cfg.image_size, cfg.grid_size, cfg.num_masks
-        # torch-owned memory, so worker processes can hand the batch over through shared memory
-        images = torch.empty((2, n, s, s, 3), dtype=torch.uint8)
-        grids = torch.empty((2, n, g, g), dtype=torch.int64)
-        ids = torch.empty((2, n, k), dtype=torch.int64)
-        buf = PairBuffers(images.numpy(), grids.numpy(), ids.numpy())
-        for i, sample in enumerate(samples):
-            try:
-                make_pair(sample, cfg, rng, buf, i)
-            except ValueError as exc:
-                raise ValueError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r}: {exc}") from exc
-        views = images.permute(0, 1, 4, 2, 3)  # (2, B, 3, S, S) with channels_last strides
-        return {
-            "view0": views[0], "view1": views[1], "grid0": grids[0], "grid1": grids[1], "ids0": ids[0], "ids1": ids[1],
-            "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch,
-        }
+        batch = method_spec(cfg.method).make_batch(samples, cfg, rng)
+        return {**batch, "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch}
 
 
 def _single_threaded() -> None:
@@ -244,6 +319,20 @@ def _single_threaded() -> None:
     torch.set_num_threads(1)
 
 
+def _room_for_files(n: int) -> None:
+    """Raise this process's open-file limit to ``n`` when the hard limit allows (``interleave`` shards are open at
+    once); fail naming the setting when it does not."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= n:
+        return
+    if hard != resource.RLIM_INFINITY and hard < n:
+        raise RuntimeError(f"interleave needs about {n} open files, the hard limit is {hard}: lower "
+                           "the config's interleave or raise the limit (ulimit -Hn)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+
+
 def make_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over ready batches (``batch_size=None``), workers in the fixed round-robin order."""
     # forkserver, not fork: forking a process that already runs threads (Ray's client, NCCL, OpenMP pools) can
@@ -252,3 +341,43 @@ def make_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> 
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                                        persistent_workers=False, prefetch_factor=2 if workers else None,
                                        multiprocessing_context=context)
+
+
+def expected_distinct(class_sizes: Sequence[int], batch: int) -> float:
+    """Expected number of distinct classes in ``batch`` samples drawn without replacement, uniformly, from a
+    pool with ``class_sizes`` samples per class (the i.i.d. reference for batch mixing)."""
+    n = sum(class_sizes)
+    # P(class c absent) = C(n - n_c, batch) / C(n, batch), as a running product (no huge binomials)
+    total = 0.0
+    for size in class_sizes:
+        absent = 1.0
+        for i in range(batch):
+            absent *= max(n - size - i, 0) / (n - i)
+        total += 1.0 - absent
+    return total
+
+
+def batch_mixing(counts: Sequence[int], classes: Sequence[Sequence[int]], cfg: TrainConfig, world_size: int = 1,
+                 batches: int = 100, epoch: int = 0, sets: bool = False) -> list[Any]:
+    """Distinct classes in each of the first ``batches`` batches of every rank (rank after rank), through the
+    trainer's own epoch plan, interleave and shuffle buffer, for shards of ``counts`` samples whose class labels
+    are ``classes[shard]`` (no files are read). ``cfg.workers`` virtual workers (they only matter for
+    ``interleave = 0``). ``sets``: per rank, the list of each batch's set of classes instead."""
+    urls = tuple(str(i) for i in range(len(counts)))
+
+    def read(span: Span) -> Iterator[int]:
+        return iter(classes[int(span.url)][span.skip : span.skip + span.take])
+
+    out = []
+    for rank in range(world_size):
+        workers = max(cfg.workers, 1)
+        plan = EpochPlan(urls, tuple(counts), cfg.seed, epoch, world_size, rank, cfg.batch_size, workers)
+        wanted = min(batches, plan.batches)
+        if cfg.interleave:
+            stream = rank_stream(plan, cfg, read)
+            per_batch = [list(itertools.islice(stream, cfg.batch_size)) for _ in range(wanted)]
+        else:
+            streams = [runs_stream(plan, cfg, v, read) for v in range(workers)]
+            per_batch = [list(itertools.islice(streams[b % workers], cfg.batch_size)) for b in range(wanted)]
+        out += [[set(b) for b in per_batch]] if sets else [len(set(b)) for b in per_batch]
+    return out

@@ -1,14 +1,17 @@
 """SoCo's pretrained detector parts under torchvision's detector key names.
 
-A SoCo run trains backbone + FPN + box head (``pyramid.SoCoNet``: ``backbone``, ``fpn``, ``head``). The export is
+A SoCo run trains backbone + FPN + box head (``methods.soco_model.SoCoNet``: ``backbone``, ``fpn``, ``head``).
+The export is
 a plain state_dict keyed like torchvision's ``maskrcnn_resnet50_fpn`` (also ``fasterrcnn_resnet50_fpn``):
 
 * ``backbone.<name>`` → ``backbone.body.<name>`` (the ResNet body: ``conv1``, ``bn1``, ``layer1`` … ``layer4``);
-* ``fpn.<name>`` → ``backbone.fpn.<name>`` (``inner_blocks.i.0``, ``layer_blocks.i.0``; the detector's extra
-  max-pool level has no weights);
+* ``fpn.<name>`` → ``backbone.fpn.<name>`` (``inner_blocks.i.0``, ``layer_blocks.i.0`` and, with SoCo's
+  BatchNorm FPN (``soco.fpn_norm``, the default), ``inner_blocks.i.1``, ``layer_blocks.i.1`` — the keys of
+  ``maskrcnn_resnet50_fpn_v2``, whose FPN has BatchNorm; a run without it matches ``maskrcnn_resnet50_fpn``; the
+  detector's extra max-pool level has no weights);
 * with ``head=True``, ``head.<name>`` → ``roi_heads.box_head.<name>``: SoCo's 4conv1fc head is torchvision's
   ``FastRCNNConvFCHead`` (the box head of ``maskrcnn_resnet50_fpn_v2`` / ``fasterrcnn_resnet50_fpn_v2``), so
-  these keys and shapes are those of the v2 detectors (whose FPN, unlike SoCo's, has BatchNorm).
+  these keys and shapes are those of the v2 detectors.
 
 Load with ``detector.load_state_dict(torch.load(path, weights_only=True), strict=False)``: the RPN, the box
 predictor and the mask branch stay at their initialisation. Detectors built with pretrained-backbone defaults
@@ -25,8 +28,8 @@ from typing import Any
 import torch
 
 from .checkpoint import atomic_save, latest_checkpoint, load_checkpoint
+from .methods import METHODS
 
-SOCO_METHODS = ("soco", "soco-star")
 _RENAME = {"backbone": "backbone.body.", "fpn": "backbone.fpn.", "head": "roi_heads.box_head."}
 
 
@@ -65,8 +68,9 @@ def export_detector(run: Path, out: Path, which: str = "online", checkpoint: Pat
         raise FileNotFoundError(f"{run}: no checkpoint-*.pt to export")
     data = load_checkpoint(path)
     method = data["config"].get("method")
-    if method not in SOCO_METHODS:
-        raise ValueError(f"--format maskrcnn needs a SoCo run (it has an FPN), this is a {method} run")
+    if method not in METHODS or "maskrcnn" not in METHODS[method].exports:
+        able = [m.name for m in METHODS.values() if "maskrcnn" in m.exports]
+        raise ValueError(f"--format maskrcnn needs a run with an FPN ({', '.join(able)}), this is a {method} run")
     state = detector_state(data["model"], which, head)
     atomic_save(state, Path(out))
     return {"path": str(out), "backbone": data["config"]["backbone"], "step": int(data["step"]), "which": which,

@@ -10,12 +10,14 @@ random.
 Metrics per step: ``step``, ``epoch``, ``loss`` (mean over ranks), ``lr``, ``img_per_s`` (global samples — each
 with all its views — per second over the logging window holding the step; the first window includes start-up),
 ``ema`` (the target's momentum: DetCon-B, SoCo, DetCo's key encoder), ``time`` (seconds since the start of this
-process's loop). The method (DetCon-B/S, SoCo/SoCo*, DetCo) comes from ``methods.make_method``.
+process's loop). What the method is — its networks, loss, batches, optimiser, BatchNorm regime and dataset
+needs — comes from its row of the method table (``methods.METHODS``); nothing here names a method.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -29,10 +31,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_differences
+from .config import TrainConfig, adopt_legacy, config_differences
 from .data import ShardStream, make_loader
-from .lars import LARS, learning_rate, peak_learning_rate
-from .methods import DETCON, has_target, make_method, optimizer_groups, to_device
+from .lars import LARS, learning_rate, param_groups, peak_learning_rate
+from .methods import MethodSpec, method_spec
 from .runtime import (
     Runtime,
     barrier,
@@ -40,8 +42,8 @@ from .runtime import (
     init_distributed,
     select_runtime,
     shutdown_distributed,
+    to_device,
 )
-from .transforms import normalize
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -73,6 +75,7 @@ def _check_run_folder(cfg: TrainConfig, runtime: Runtime, resume: bool) -> tuple
     if not saved.exists():
         raise RunError(f"{run}: nothing to resume (no {CONFIG_NAME})")
     old = json.loads(saved.read_text("utf-8"))
+    adopt_legacy(cfg, old)  # a run saved before a setting existed resumes as it was trained
     diff = config_differences({k: v for k, v in old.items() if k != "run"}, cfg.to_dict())
     if old.get("run", {}).get("world_size") != runtime.world_size:
         diff.append("world_size")
@@ -92,33 +95,53 @@ def _trim_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _to_device(batch: dict[str, Any], runtime: Runtime, cfg: TrainConfig) -> tuple[dict[str, Any], tuple]:
-    dev = runtime.device
-    moved = {k: batch[k].to(dev, non_blocking=True) for k in ("grid0", "grid1", "ids0", "ids1")}
-    views = []
-    for name in ("view0", "view1"):
-        x = batch[name].to(dev, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last if runtime.channels_last else torch.contiguous_format)
-        views.append(normalize(x, cfg.mean, cfg.std))
-    return moved, tuple(views)
+def make_method(cfg: TrainConfig) -> nn.Module:
+    """The method module of ``cfg.method``: its family's ``Model(cfg)`` (imports only that family's code)."""
+    return method_spec(cfg.method).module("model").Model(cfg)
+
+
+def optimizer_groups(model: nn.Module, spec: MethodSpec, weight_decay: float) -> list[dict]:
+    """LARS groups of the online network: ``lars`` excludes biases and norms from weight decay and the trust
+    ratio (BYOL, DetCon, SoCo); ``sgd`` decays every parameter and uses no trust ratio (MoCo v2's SGD)."""
+    if spec.optimizer == "sgd":
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": weight_decay, "lars": False}]
+    return param_groups(model, weight_decay)
+
+
+def uses_sync_bn(cfg: TrainConfig, runtime: Runtime) -> bool:
+    """Whether BatchNorm becomes SyncBatchNorm: several CUDA processes, ``cfg.sync_bn``, and a method whose
+    table row allows it (DetCo keeps per-GPU BN, which MoCo's key-encoder batch shuffle relies on)."""
+    return (runtime.distributed and runtime.device.type == "cuda" and cfg.sync_bn
+            and method_spec(cfg.method).sync_bn)
+
+
+def apply_norm_regime(method: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
+    """The method module with the runtime's BatchNorm regime (SyncBatchNorm where ``uses_sync_bn``; otherwise
+    its BatchNorm layers unchanged, so each GPU normalises with its own batch)."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(method) if uses_sync_bn(cfg, runtime) else method
+
+
+def prepare_model(method: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
+    """The method module with the runtime's BatchNorm regime, on its device and memory format."""
+    method = apply_norm_regime(method, cfg, runtime).to(runtime.device)
+    if runtime.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    return method
 
 
 def build(cfg: TrainConfig, runtime: Runtime) -> tuple[nn.Module, LARS]:
     """The method module on the runtime's device and its LARS optimiser (same init for a given seed)."""
     torch.manual_seed(cfg.seed)
-    method = make_method(cfg)
-    if runtime.distributed and runtime.device.type == "cuda" and cfg.sync_bn:
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    method = method.to(runtime.device)
-    if runtime.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    optimizer = LARS(optimizer_groups(method, cfg), lr=0.0, momentum=cfg.lars_momentum, eta=cfg.lars_eta)
+    method = prepare_model(make_method(cfg), cfg, runtime)
+    groups = optimizer_groups(method.online, method_spec(cfg.method), cfg.weight_decay)
+    optimizer = LARS(groups, lr=0.0, momentum=cfg.lars_momentum, eta=cfg.lars_eta)
     return method, optimizer
 
 
 def check_dataset(cfg: TrainConfig) -> None:
-    """Refuse, naming the dataset, a method whose inputs the build did not store (segments for DetCon,
-    proposals and the chosen filter for SoCo); DetCo needs images only."""
+    """Refuse, naming the dataset, a method whose inputs the build did not store (the table's ``needs``:
+    ``masks`` — the ``mask_source`` partition — or ``proposals`` with the method's filter); images always."""
     from ..shards import MANIFEST_NAME, ManifestError, read_manifest
 
     path = Path(cfg.data)
@@ -127,16 +150,26 @@ def check_dataset(cfg: TrainConfig) -> None:
         built = read_manifest(manifest_path)["config"]
     except (FileNotFoundError, ManifestError) as exc:
         raise RunError(f"{cfg.data}: not a finished regionshards dataset ({exc})") from exc
-    if cfg.method.startswith("detcon"):
+    spec = method_spec(cfg.method)
+    if "masks" in spec.needs:
         if cfg.mask_source == "segments" and built.get("segments", {}).get("method") in (None, "none"):
             raise RunError(f"{cfg.data} was built with --segments none: {cfg.method} needs segments")
-    elif cfg.method.startswith("soco"):
+    if "proposals" in spec.needs:
         if built.get("proposals", {}).get("method") in (None, "none"):
             raise RunError(f"{cfg.data} was built with --proposals none: {cfg.method} needs proposals")
-        wanted = cfg.soco.proposal_filter
+        wanted = getattr(cfg, spec.settings or "").proposal_filter
         if wanted not in built.get("filters", []):
             raise RunError(f"{cfg.data} records the filters {built.get('filters')}, not {wanted!r} "
                            "(rebuild with --filter, or pass --proposal-filter)")
+
+
+def resolve_steps(cfg: TrainConfig, runtime: Runtime) -> None:
+    """``epochs`` → ``steps`` (ceil(epochs x batches per epoch) for this dataset, world size and batch size)."""
+    if cfg.epochs is None or cfg.steps:
+        return
+    per_epoch = ShardStream(cfg.data, cfg, rank=runtime.rank, world_size=runtime.world_size).batches_per_epoch
+    cfg.steps = max(1, math.ceil(cfg.epochs * per_epoch))
+    cfg.validate()
 
 
 def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -151,6 +184,7 @@ def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | 
     check_dataset(cfg)
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     runtime = select_runtime(torch.cuda.is_available(), cfg.device)
+    resolve_steps(cfg, runtime)
     init_distributed(runtime)
     try:
         result = _train(cfg, runtime, resume, echo)
@@ -204,11 +238,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
             lr = learning_rate(step, cfg.steps, peak, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            if cfg.method in DETCON:
-                moved, views = _to_device(batch, runtime, cfg)
-            else:
-                moved, views = to_device(batch, runtime.device, runtime.channels_last, cfg.mean, cfg.std)
-            loss = method.loss(moved, online=online, images=views, autocast=runtime.autocast)
+            loss = method.loss(to_device(batch, runtime, cfg.mean, cfg.std), online=online,
+                               autocast=runtime.autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -246,7 +277,7 @@ def _flush(window: list, seconds: float, elapsed: float, cfg: TrainConfig, runti
         with open(run / METRICS_NAME, "a", encoding="utf-8") as f:
             for (step, epoch, _, lr, ema), loss in zip(window, values, strict=True):
                 row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "img_per_s": rate, "time": elapsed}
-                if has_target(cfg):
+                if method_spec(cfg.method).momentum_target:
                     row["ema"] = ema
                 f.write(json.dumps(row) + "\n")
         if cfg.progress:

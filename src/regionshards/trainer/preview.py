@@ -49,8 +49,9 @@ def augment_pair(key: str, meta: dict[str, Any], image: bytes, cfg: TrainConfig,
     import torch
 
     from ..proposals import decode_segments
-    from .masks import majority_grid
-    from .samples import PairBuffers, decode_for_crops, make_pair
+    from .decode import decode_for_crops
+    from .methods.detcon_masks import majority_grid
+    from .methods.detcon_views import PairBuffers, make_pair
     from .transforms import dct_scale, resize_mask, sample_crop, snap
     from .transforms import normalize as train_normalize
 

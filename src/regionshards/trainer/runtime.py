@@ -13,9 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .transforms import normalize
 
 
 @dataclass(frozen=True)
@@ -104,3 +107,25 @@ def configure_cuda(runtime: Runtime) -> None:
     """cuDNN autotuning for the fixed-shape training step (CUDA only)."""
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+def to_device(batch: Mapping[str, Any], runtime: Runtime, mean: tuple[float, ...],
+              std: tuple[float, ...]) -> dict[str, torch.Tensor]:
+    """A loader batch on the runtime's device, as every method's ``loss`` takes it.
+
+    uint8 tensors are image batches (..., 3, H, W) and come back normalised float32 (4-D ones in channels_last
+    on CUDA); every other tensor (grids, ids, boxes, levels) comes back as it is; non-tensors are left out.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, value in batch.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        x = value.to(runtime.device, non_blocking=True)
+        if value.dtype != torch.uint8:
+            out[name] = x
+        elif x.dim() == 4:
+            fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
+            out[name] = normalize(x.contiguous(memory_format=fmt), mean, std)
+        else:
+            out[name] = normalize(x.reshape(-1, *x.shape[-3:]), mean, std).reshape(x.shape)
+    return out

@@ -1,4 +1,4 @@
-"""DetCo (methods §3, seed 001 eq. 1–5): MoCo v2 with multi-level supervision and global ↔ local contrast.
+"""DetCo (Xie et al. 2021, eq. 1–5): MoCo v2 with multi-level supervision and global ↔ local contrast.
 
 Query encoder (``online``) and momentum key encoder (``target``, ``k ← m k + (1 - m) q`` with m = 0.999, no
 gradient): a ResNet trunk; per level i = Res2..Res5 a global head (avg-pool C_i → Linear(C_i, C_i) → ReLU →
@@ -28,11 +28,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import TrainConfig
-from .losses import world
-from .models import ResNetTrunk
-from .pyramid import stage_channels, stage_features
-from .soco import ema_update
+from ..collectives import all_gather, world
+from ..config import TrainConfig
+from ..networks import ResNetTrunk, ema_update, stage_channels, stage_features
 
 
 def moco_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -47,9 +45,9 @@ class DetCoNet(nn.Module):
     ``(global, local)``: two lists of 4 (B, dim) float32 L2-normalised vectors (Res2..Res5).
     """
 
-    def __init__(self, backbone: str, dim: int, cells: int) -> None:
+    def __init__(self, backbone: str, dim: int, cells: int, *, zero_init_residual: bool = False) -> None:
         super().__init__()
-        self.backbone = ResNetTrunk(backbone)
+        self.backbone = ResNetTrunk(backbone, zero_init_residual=zero_init_residual)
         channels = stage_channels(self.backbone)
         self.global_heads = nn.ModuleList(moco_mlp(c, c, dim) for c in channels)
         self.local_heads = nn.ModuleList(moco_mlp(cells * c, c, dim) for c in channels)
@@ -89,17 +87,6 @@ def detco_loss(q_g: Sequence[Tensor], q_l: Sequence[Tensor], k_g: Sequence[Tenso
     return total
 
 
-@torch.no_grad()
-def all_gather(x: Tensor) -> Tensor:
-    """(W·B, ...) concatenation of every rank's (B, ...) tensor in rank order, without gradient."""
-    rank, size = world()
-    if size == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(size)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
 class DetCo(nn.Module):
     """Networks, queues and loss of DetCo for one config (``online`` is the module to wrap in DDP)."""
 
@@ -108,8 +95,9 @@ class DetCo(nn.Module):
         self.cfg = cfg
         dc = cfg.detco
         cells = dc.grid ** 2
-        self.online = DetCoNet(cfg.backbone, dc.dim, cells)
-        self.target = DetCoNet(cfg.backbone, dc.dim, cells)
+        zero = bool(cfg.zero_init_residual)
+        self.online = DetCoNet(cfg.backbone, dc.dim, cells, zero_init_residual=zero)
+        self.target = DetCoNet(cfg.backbone, dc.dim, cells, zero_init_residual=zero)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.register_buffer("queue_global", F.normalize(torch.randn(4, dc.queue_size, dc.dim), dim=2))
@@ -147,17 +135,16 @@ class DetCo(nn.Module):
         return [all_gather(k)[unshuffle] for k in kg], [all_gather(k)[unshuffle] for k in kl]
 
     def loss(self, batch: Mapping[str, Tensor], online: nn.Module | None = None,
-             images: Mapping[str, Tensor] | None = None,
              autocast: Callable[[], AbstractContextManager] = nullcontext) -> Tensor:
         """Scalar float32 loss of a batch; then enqueues the batch's keys (all ranks').
 
         Args:
-            batch / images: ``view0``/``view1`` (B, 3, S, S) and ``local0``/``local1`` (B, G², 3, P, P)
-                normalised float tensors (query, key); ``images`` overrides ``batch`` for them.
+            batch: ``view0``/``view1`` (B, 3, S, S) and ``local0``/``local1`` (B, G², 3, P, P) normalised float
+                tensors on the device (query, key; ``runtime.to_device``).
             online: the (possibly DDP-wrapped) query network; defaults to ``self.online``.
             autocast: context for the networks (bf16 on CUDA); logits and loss are float32.
         """
-        src = images if images is not None else batch
+        src = batch
         online = online or self.online
         dc = self.cfg.detco
         with autocast():
@@ -176,3 +163,6 @@ class DetCo(nn.Module):
         m = self.cfg.detco.momentum
         ema_update(self.target, self.online, m)
         return m
+
+
+Model = DetCo

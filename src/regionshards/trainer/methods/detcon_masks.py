@@ -1,4 +1,4 @@
-"""Segment maps → DetCon's feature-grid masks (methods §3), in numpy for the loader workers.
+"""Segment maps → DetCon's feature-grid masks (Hénaff et al. 2021, Sec. 3.2), in numpy for the loader workers.
 
 * ``majority_grid``: a (S, S) view mask becomes the (S/stride, S/stride) grid of the C5 features, each cell
   holding its majority segment id — the average pool of the one-hot masks followed by an argmax, ties going

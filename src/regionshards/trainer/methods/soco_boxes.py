@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .transforms import Crop
+from ..transforms import Crop
 
 NO_ID = -1  # id of a box that is not a stored proposal (the whole image, or a view intersection)
 
@@ -193,3 +193,43 @@ def candidate_boxes(proposals: dict | None, name: str, height: int, width: int) 
         raise ValueError(f"filter {name!r} keeps index {int(keep.max())} of {len(boxes)} proposals")
     return boxes[keep], keep, str(entry.get("used", name))
 
+
+
+def cutout_in_boxes(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, p: float,
+                    ratio: tuple[float, float], fill: np.ndarray) -> np.ndarray:
+    """SoCo's box cutout (hologerry/SoCo ``RandomCutoutInBbox``): for each box, with probability ``p``, a square
+    of area ``U(ratio) x`` the box's area, centred on a random pixel inside the box, is set to ``fill``.
+
+    As in the reference, the square's side is ``round(sqrt(area))`` and it covers ``side // 2`` pixels on each
+    side of its centre (clipped to the view), so it may reach past the box's border but its centre never lies
+    outside the box. Draws per box: one uniform for the coin, then (when applied) one for the ratio and two for
+    the centre.
+
+    Args:
+        image: (S, S, 3) uint8 view, changed in place and returned.
+        boxes: (K, 4) float view-pixel corners ``[x0, y0, x1, y1]`` (duplicates are cut independently, as the
+            reference cuts every padded box).
+        fill: (3,) uint8 colour (the normalisation mean, so that the normalised pixels are 0 as in the reference,
+            which zeroes the normalised tensor).
+    """
+    size_y, size_x = image.shape[:2]
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64):
+        if rng.random() >= p:
+            continue
+        area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+        half = int(round(np.sqrt(rng.uniform(*ratio) * area))) // 2
+        # a pixel whose centre lies inside the box (at least the one holding the box's corner)
+        cx = int(rng.integers(int(np.floor(x0)), max(int(np.ceil(x1)), int(np.floor(x0)) + 1)))
+        cy = int(rng.integers(int(np.floor(y0)), max(int(np.ceil(y1)), int(np.floor(y0)) + 1)))
+        image[max(cy - half, 0): min(cy + half + 1, size_y), max(cx - half, 0): min(cx + half + 1, size_x)] = fill
+    return image
+
+
+def enough_overlap(candidates: np.ndarray, regions: Sequence[np.ndarray | None], k: int, least: int) -> bool:
+    """Whether every view pair's region overlaps at least ``min(k, least)`` candidates (SoCo's re-draw test:
+    ``select_props`` keeps ``min(k, overlapping)`` proposals and needs ``least_common`` of them)."""
+    for region in regions:
+        n = 0 if region is None else int(np.count_nonzero(overlapping(candidates, region)))
+        if min(n, k) < least:
+            return False
+    return True

@@ -1,23 +1,20 @@
-"""One shard sample → DetCon's two views: parse the segments, decode the image (reduced when the crops allow),
-crop/flip/resize image and mask together, colour-augment, and reduce each view mask to the feature grid with
-K sampled ids. numpy/cv2 only; randomness comes from the caller's ``numpy.random.Generator``.
+"""Reading a shard sample for any method (numpy/cv2): its metadata, one partition of its JSON parsed with as
+little work as possible, and its image decoded once at the largest JPEG DCT scale every view allows; then a
+view is cut from it (crop on the decoded grid → resize → flip → RGB) with ``transforms``' kernels.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
 from ..images import decode_image
-from ..proposals import decode_segments
-from .config import TrainConfig
-from .masks import sample_ids, view_grid
-from .transforms import Crop, colour_augment, dct_scale, mask_positions, resize_image, sample_crop, snap
+from .transforms import DCT_SCALES, Crop, resize_image, snap
 
 _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                   8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -80,44 +77,39 @@ def decode_for_crops(data: bytes, field: str, height: int, width: int, scale: in
     return rgb, 1, False
 
 
-@dataclass
-class PairBuffers:
-    """Preallocated batch arrays the sample pipeline writes into (index ``i`` = sample in the batch).
+def sample_meta(sample: dict[str, Any]) -> tuple[dict[str, Any], str, int, int]:
+    """(sample JSON, image field, stored height, stored width) of an ``iter_shard`` sample (JSON raw or parsed).
 
-    images: (2, B, S, S, 3) uint8 RGB; grids: (2, B, G, G) int64 majority ids; ids: (2, B, K) int64 sampled ids.
+    Raises:
+        ValueError: no image member or no image size in the JSON.
     """
+    raw = sample["json"]
+    meta = raw if isinstance(raw, dict) else json.loads(raw)
+    field = next((f for f in sample if not f.startswith("__") and f != "json"), None)
+    image = meta.get("image") or {}
+    if field is None or "width" not in image or "height" not in image:
+        raise ValueError("the sample has no image member or no image size")
+    return meta, field, int(image["height"]), int(image["width"])
 
-    images: np.ndarray
-    grids: np.ndarray
-    ids: np.ndarray
+
+def joint_scale(crops: Sequence[Crop], sizes: Sequence[int]) -> int:
+    """The largest JPEG DCT scale s at which every crop keeps >= its view's side per side at 1/s (1 if none)."""
+    return next((s for s in DCT_SCALES if all(min(c.h, c.w) >= size * s for c, size in zip(crops, sizes,
+                                                                                          strict=True))), 1)
 
 
-def make_pair(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Generator, out: PairBuffers, i: int) -> None:
-    """Fill slot ``i`` of ``out`` with the two views of a shard sample (``iter_shard(parse_json=False)`` dict).
+class DecodedImage:
+    """An image decoded once for a set of crops: ``pixels`` (h, w, 3) uint8 at 1/``scale``, BGR when ``bgr``."""
 
-    Draw order (fixed, so a batch is reproducible from its generator): crop+flip of view 0, of view 1, colour of
-    view 0, of view 1, ids of view 0, of view 1.
-    """
-    meta = sample["json"]
-    part = meta[cfg.mask_source] if isinstance(meta, dict) else parse_partition(meta, cfg.mask_source)
-    if not part or not part.get("rles"):
-        raise ValueError(f"sample {sample.get('__key__')!r} has no {cfg.mask_source}")
-    field = next(f for f in sample if not f.startswith("__") and f != "json")
-    height, width = (int(v) for v in part["rles"][0]["size"])
-    size = cfg.image_size
-    crops = [sample_crop(rng, height, width, cfg.views[v]) for v in range(2)]
-    image, scale, bgr = decode_for_crops(sample[field], field, height, width, dct_scale(crops, size))
-    labels = decode_segments(part["rles"])
-    for v, crop in enumerate(crops):
-        grid_crop: Crop = snap(crop, scale, image.shape[0], image.shape[1])
-        view = resize_image(image, grid_crop, size)
-        if bgr:
-            view = cv2.cvtColor(view, cv2.COLOR_BGR2RGB)
-        out.images[0 if v == 0 else 1, i] = view
-        rows, cols = mask_positions(grid_crop, scale, labels.shape, size)
-        out.grids[v, i] = view_grid(labels, rows, cols, cfg.feature_stride, len(part["rles"]))
-    if cfg.colour:
-        for v in range(2):
-            out.images[v, i] = colour_augment(out.images[v, i], rng, cfg.views[v])
-    for v in range(2):
-        out.ids[v, i] = sample_ids(out.grids[v, i], cfg.num_masks, rng)
+    def __init__(self, data: bytes, field: str, height: int, width: int, crops: Sequence[Crop],
+                 sizes: Sequence[int]) -> None:
+        self.pixels, self.scale, self.bgr = decode_for_crops(data, field, height, width, joint_scale(crops, sizes))
+
+    def grid_crop(self, crop: Crop) -> Crop:
+        """A stored-pixel crop snapped to the decoded grid (what the view is cut from; boxes use it too)."""
+        return snap(crop, self.scale, self.pixels.shape[0], self.pixels.shape[1])
+
+    def view(self, grid_crop: Crop, size: int) -> np.ndarray:
+        """(size, size, 3) uint8 RGB view of a crop on the decoded grid (bicubic, mirrored when flipped)."""
+        out = resize_image(self.pixels, grid_crop, size)
+        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB) if self.bgr else out

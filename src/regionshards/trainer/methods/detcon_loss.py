@@ -1,7 +1,8 @@
-"""DetCon's contrastive losses (methods §3), equal to lightly's ``DetConBLoss`` / ``DetConSLoss``.
+"""DetCon's contrastive losses (Hénaff et al. 2021, eq. 2; google-deepmind/detcon ``utils/losses.py``), equal
+to lightly's ``DetConBLoss`` / ``DetConSLoss``.
 
-Notation: B images per rank, K sampled masks per view, D features, W ranks; ``view0`` is "view 1" of the method
-notes. For each sampled mask (b, k) of view 0, with temperature τ and L2-normalised vectors:
+Notation: B images per rank, K sampled masks per view, D features, W ranks; ``view0`` is the paper's view 1.
+For each sampled mask (b, k) of view 0, with temperature τ and L2-normalised vectors:
 
 * logits against every gathered view-1 target (W·B·K of them) and every gathered view-0 target, except the view-0
   targets of the same image with the same id (the mask itself and its duplicates), which are removed;
@@ -16,40 +17,10 @@ Targets are gathered across ranks (``gather_with_grad``) when a process group wi
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sums every rank's gradient for this rank's slice (as a DDP-averaged loss needs)."""
-
-    @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:  # type: ignore[override]
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        ctx.rank, ctx.n = dist.get_rank(), tensor.shape[0]
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
-
-
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """(W·B, ...) concatenation of every rank's (B, ...) tensor in rank order; gradients flow back to each rank."""
-    if world()[1] == 1:
-        return tensor
-    return _GatherWithGrad.apply(tensor)
+from ..collectives import gather_with_grad, world
 
 
 def _one_direction(pred_a: Tensor, targets_b: Tensor, targets_a: Tensor, ids_a: Tensor, ids_b: Tensor,

@@ -1,5 +1,5 @@
-"""One shard sample → DetCo's views (methods §3): two global views and two jigsaw patch sets. Images only: the
-sample needs no segments or proposals (a build with ``--segments none --proposals none`` trains).
+"""One shard sample → DetCo's views (Xie et al. 2021, Sec. 3.2): two global views and two jigsaw patch sets.
+Images only: the sample needs no segments or proposals (a build with ``--segments none --proposals none`` trains).
 
 Per sample, with the batch's generator (draw order fixed): the crops of the query and key global views, then of
 the query and key jigsaw crops (all ``detco.view``: MoCo v2's random resized crop, area [0.2, 1], and flip);
@@ -9,7 +9,7 @@ random ``patch`` (64 px) square taken from each cell, row by row. Then colour: t
 9 query patches, then the 9 key patches, **each patch augmented on its own** (MoCo v2: jitter p 0.8
 (0.4, 0.4, 0.4, 0.1), grayscale p 0.2, blur p 0.5).
 
-Batch (``make_detco_batch``): ``view0``/``view1`` uint8 (B, 3, S, S) (query, key) and ``local0``/``local1``
+Batch (``make_batch``): ``view0``/``view1`` uint8 (B, 3, S, S) (query, key) and ``local0``/``local1``
 uint8 (B, G², 3, P, P) patches (query, key), channels_last strides.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TrainConfig, ViewConfig
-from .transforms import colour_augment, sample_crop
-from .views import DecodedImage, sample_meta
+from ..config import TrainConfig, ViewConfig
+from ..decode import DecodedImage, sample_meta
+from ..transforms import colour_augment, sample_crop
 
 
 def detco_view(cfg: TrainConfig) -> ViewConfig:
@@ -71,7 +71,7 @@ def make_detco_sample(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.G
                 out.patches[v, i, c] = colour_augment(out.patches[v, i, c], rng, view)
 
 
-def make_detco_batch(samples: Sequence[dict[str, Any]], cfg: TrainConfig, rng: np.random.Generator
+def make_batch(samples: Sequence[dict[str, Any]], cfg: TrainConfig, rng: np.random.Generator
                      ) -> dict[str, Any]:
     """Decode and augment a batch (keys in the module docstring); tensors own torch memory."""
     n, size = len(samples), cfg.image_size
