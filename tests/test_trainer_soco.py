@@ -354,18 +354,18 @@ def test_train_resume_and_export_contract(soco_ds: Path, tmp_path: Path) -> None
     for a, b in zip(rows, metrics(parts), strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5 and a["lr"] == b["lr"]
     det = tmp_path / "det.pt"
-    result = CliRunner().invoke(main, ["export", str(whole), "--out", str(det), "--format", "maskrcnn", "--head"])
+    result = CliRunner().invoke(main, ["export", str(whole), "--out", str(det), "--format", "detectron2", "--head"])
     assert result.exit_code == 0, result.output
-    assert "maskrcnn_resnet50_fpn keys" in result.output and "with the box head" in result.output
-    state = torch.load(det, weights_only=True)
-    assert "backbone.fpn.layer_blocks.3.0.weight" in state and "roi_heads.box_head.5.weight" in state
+    assert "detectron2 R-18-FPN (backbone + fpn + head, " in result.output
+    state = torch.load(det, weights_only=True)["model"]
+    assert "backbone.fpn_output5.weight" in state and "roi_heads.box_head.fc1.weight" in state
     plain = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "r18.pt")])
     assert plain.exit_code == 0, plain.output  # the ResNet alone, as torchvision's resnet18
     import torchvision
 
     torchvision.models.resnet18(weights=None).load_state_dict(torch.load(tmp_path / "r18.pt", weights_only=True))
     wrong = CliRunner().invoke(main, soco_args(soco_ds, tmp_path / "f", "soco", *common, "--proposal-filter", "none"))
-    assert wrong.exit_code == 1 and "not 'none'" in wrong.output  # refused up front, naming the dataset
+    assert wrong.exit_code == 2 and "not 'none'" in wrong.output  # refused up front, naming the dataset
 
 
 def test_config_objects_round_trip_and_older_runs_still_resume() -> None:
