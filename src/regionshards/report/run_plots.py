@@ -23,6 +23,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
@@ -132,6 +133,7 @@ def make_figure(runs: list[RunMetrics], name: str) -> Figure | None:
                 label=f"{run.label}: last {ys[-1]:.4g} at step {xs[-1]}")
     ax.set_title(title)
     ax.set_xlabel("optimiser step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     if name == "probe_top1":
         ax.set_ylim(-0.02, 1.02)

@@ -24,7 +24,7 @@ _EXPORTS = {
     "LARS": "lars", "learning_rate": "lars",
     "RunError": "loop", "train": "loop",
     "Runtime": "runtime", "select_runtime": "runtime",
-    "export_backbone": "checkpoint", "export_detector": "detector_export",
+    "export_backbone": "checkpoint", "export_detector": "detector_export", "export_weights": "exports",
     "DetCon": "methods.detcon_model", "detcon_b_loss": "methods.detcon_loss", "detcon_s_loss": "methods.detcon_loss",
     "SoCoConfig": "methods.soco_config", "SoCo": "methods.soco_model", "box_byol_loss": "methods.soco_model",
     "DetCoConfig": "methods.detco_config", "DetCo": "methods.detco_model", "detco_loss": "methods.detco_model",
