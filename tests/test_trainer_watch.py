@@ -111,3 +111,24 @@ def test_probe_top1_in_metrics_and_the_network_unchanged_by_it(tmp_path: Path) -
         assert any((tmp_path / "p" / "tensorboard").iterdir())
     else:
         assert not (tmp_path / "p" / "tensorboard").exists()
+
+
+def test_tensorboard_scalars_are_every_numeric_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from regionshards.trainer.watch import tensorboard_writer, write_scalars
+
+    class Writer:
+        def __init__(self) -> None:
+            self.scalars: list[tuple[str, float, int]] = []
+            self.flushed = 0
+
+        def add_scalar(self, name: str, value: float, step: int) -> None:
+            self.scalars.append((name, value, step))
+
+        def flush(self) -> None:
+            self.flushed += 1
+
+    writer = Writer()
+    write_scalars(writer, [{"step": 3, "loss": 1.5, "lr": 0.1, "probe_top1": 0.5, "note": "x"}])
+    assert writer.scalars == [("loss", 1.5, 3), ("lr", 0.1, 3), ("probe_top1", 0.5, 3)] and writer.flushed == 1
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
+    assert tensorboard_writer(tmp_path) is None and not (tmp_path / "tensorboard").exists()
