@@ -40,5 +40,5 @@ def test_missing_inputs_are_refused(tmp_path: Path, options: dict, method: str, 
     result = CliRunner().invoke(main, ["train", "--method", method, "--data", str(data), "--out",
                                        str(tmp_path / "run"), "--backbone", "resnet18", "--image-size", "64",
                                        "--batch-size", "2", "--steps", "1", "--workers", "0"])
-    assert result.exit_code == 1 and message in result.output, result.output
+    assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "run").exists()

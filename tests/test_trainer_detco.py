@@ -235,8 +235,9 @@ def test_train_and_exact_resume_carry_the_queues(image_ds: Path, tmp_path: Path)
         assert abs(a["loss"] - b["loss"]) < 1e-5 and a["lr"] == b["lr"]
     export = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "r18.pt")])
     assert export.exit_code == 0, export.output
-    refused = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "d.pt"), "--format", "maskrcnn"])
-    assert refused.exit_code != 0 and "needs a run with an FPN" in refused.output
+    refused = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "d.pt"), "--format",
+                                        "detectron2", "--head"])
+    assert refused.exit_code == 2 and "has no box head" in refused.output
 
 
 def test_two_gloo_processes_under_torchrun(image_ds: Path, tmp_path: Path) -> None:

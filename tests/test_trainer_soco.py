@@ -298,14 +298,15 @@ def test_export_lands_every_tensor_in_torchvision_maskrcnn(tmp_path: Path, fpn_n
     from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 
     from regionshards.trainer.checkpoint import save_checkpoint
-    from regionshards.trainer.detector_export import export_detector
+    from regionshards.trainer.exports import export_weights
 
     cfg = soco_cfg(backbone="resnet50", soco={"fpn_norm": fpn_norm})
     torch.manual_seed(0)
     method = SoCo(cfg)
     save_checkpoint(tmp_path, 3, {"model": method.state_dict(), "optimizer": {}, "config": cfg.to_dict()}, keep=2)
-    info = export_detector(tmp_path, tmp_path / "det.pt", head=True)
-    assert info["step"] == 3 and info["head"]
+    fmt = "maskrcnn_resnet50_fpn_v2" if fpn_norm else "maskrcnn_resnet50_fpn"
+    info = export_weights(tmp_path, tmp_path / "det.pt", fmt, head=fpn_norm)  # v1's box head is the 2-fc kind
+    assert info["step"] == 3 and ("head" in info["parts"]) == fpn_norm
     state = torch.load(tmp_path / "det.pt", weights_only=True)
     build = maskrcnn_resnet50_fpn_v2 if fpn_norm else maskrcnn_resnet50_fpn
     det = build(weights=None, weights_backbone=None).state_dict()
@@ -316,8 +317,11 @@ def test_export_lands_every_tensor_in_torchvision_maskrcnn(tmp_path: Path, fpn_n
     # every backbone and FPN tensor of the detector is covered
     assert {k for k in det if k.startswith("backbone.")} == set(body_fpn)
     assert any(".inner_blocks.0.1.running_var" in k for k in body_fpn) == fpn_norm
-    assert head and all(k in v2 and v2[k].shape == v.shape for k, v in head.items())
-    assert {k for k in v2 if k.startswith("roi_heads.box_head.")} == set(head)
+    if fpn_norm:
+        assert head and all(k in v2 and v2[k].shape == v.shape for k, v in head.items())
+        assert {k for k in v2 if k.startswith("roi_heads.box_head.")} == set(head)
+    else:
+        assert not head
     detector = build(weights=None, weights_backbone=None)
     result = detector.load_state_dict(body_fpn, strict=False)
     assert not result.unexpected_keys and not set(result.missing_keys) & set(body_fpn)
@@ -359,18 +363,18 @@ def test_train_resume_and_export_contract(soco_ds: Path, tmp_path: Path) -> None
     for a, b in zip(rows, metrics(parts), strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5 and a["lr"] == b["lr"]
     det = tmp_path / "det.pt"
-    result = CliRunner().invoke(main, ["export", str(whole), "--out", str(det), "--format", "maskrcnn", "--head"])
+    result = CliRunner().invoke(main, ["export", str(whole), "--out", str(det), "--format", "detectron2", "--head"])
     assert result.exit_code == 0, result.output
-    assert "maskrcnn_resnet50_fpn keys" in result.output and "with the box head" in result.output
-    state = torch.load(det, weights_only=True)
-    assert "backbone.fpn.layer_blocks.3.0.weight" in state and "roi_heads.box_head.5.weight" in state
+    assert "detectron2 R-18-FPN (backbone + fpn + head, " in result.output
+    state = torch.load(det, weights_only=True)["model"]
+    assert "backbone.fpn_output5.weight" in state and "roi_heads.box_head.fc1.weight" in state
     plain = CliRunner().invoke(main, ["export", str(whole), "--out", str(tmp_path / "r18.pt")])
     assert plain.exit_code == 0, plain.output  # the ResNet alone, as torchvision's resnet18
     import torchvision
 
     torchvision.models.resnet18(weights=None).load_state_dict(torch.load(tmp_path / "r18.pt", weights_only=True))
     wrong = CliRunner().invoke(main, soco_args(soco_ds, tmp_path / "f", "soco", *common, "--proposal-filter", "none"))
-    assert wrong.exit_code == 1 and "not 'none'" in wrong.output  # refused up front, naming the dataset
+    assert wrong.exit_code == 2 and "not 'none'" in wrong.output  # refused up front, naming the dataset
 
 
 def test_a_run_saved_before_the_fpn_had_batchnorm_resumes_as_it_was(soco_ds: Path, tmp_path: Path) -> None:

@@ -144,8 +144,9 @@ def test_soco_c4_trains_from_the_command_line(soco_ds: Path, tmp_path: Path) -> 
                                                 "--config", str(heads)))
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in metrics(run)] == [1, 2]
-    refused = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "d.pt"), "--format", "maskrcnn"])
-    assert refused.exit_code == 1 and "needs a run with an FPN" in refused.output
+    refused = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "d.pth"), "--format", "detectron2",
+                                        "--head"])
+    assert refused.exit_code == 2 and "has no box head" in refused.output
 
 
 def test_recipe_and_epochs_from_the_command_line(soco_ds: Path, tmp_path: Path) -> None:

@@ -181,10 +181,10 @@ def test_train_and_export_contract(blocks_ds: Path, tmp_path: Path) -> None:
     assert torch.equal(model.layer4[1].conv2.weight, trained)
 
     again = CliRunner().invoke(main, train_args(blocks_ds, run, "--steps", "20", "--workers", "0"))
-    assert again.exit_code == 1 and "already holds a run" in again.output
+    assert again.exit_code == 2 and "already holds a run" in again.output
     other = CliRunner().invoke(main, train_args(blocks_ds, run, "--steps", "20", "--workers", "0", "--num-masks",
                                                 "8", "--resume"))
-    assert other.exit_code == 1 and "num_masks" in other.output
+    assert other.exit_code == 2 and "num_masks" in other.output
 
 
 def test_export_of_a_resnet50_run_loads_strictly(tmp_path: Path) -> None:

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import click
 
-# the method table and the recipes are torch-free; the rest of the trainer is imported inside the commands
+# the method table, the recipes and the export formats are torch-free; the rest of the trainer is imported inside
+# the commands
+from ..trainer.export_formats import EXPORT_FORMATS
 from ..trainer.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
 from ..trainer.recipes import RECIPES, recipe_values
+
+REFUSAL_GRACE_S = 5.0
+
+
+class Refusal(click.ClickException):
+    """A request the run or dataset cannot satisfy: one ``Error:`` line, exit 2 (a usage error). Under torchrun
+    every rank refuses alike; only rank 0 prints, the others exit quietly with the same status."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ANN001 (click's signature)
+        if int(os.environ.get("RANK", "0")) == 0:
+            super().show(file)
+        else:
+            # torchrun stops every rank as soon as one exits: give rank 0 the time to print the refusal (it
+            # refuses alike and exits first; torchrun then ends this rank)
+            time.sleep(REFUSAL_GRACE_S)
 
 _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
     "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
@@ -35,7 +55,10 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 @click.option("--epochs", type=float, help="Instead of --steps: epochs of the dataset (steps = epochs x batches per "
               "epoch for this dataset, world size and batch size).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
-@click.option("--workers", type=int, default=4, show_default=True, help="Loader processes per training process.")
+@click.option("--workers", type=int, help="Loader processes per training process (default: what the cores allow "
+              "per rank — affinity cores / LOCAL_WORLD_SIZE, less one — or the resumed run's).")
+@click.option("--extend", is_flag=True, help="With --resume: continue a finished run to a larger --steps (the "
+              "schedules become those of the new total from the resumed step on; see docs/trainer.md).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--lr", "base_lr", type=float,
               help="Per 256 images. Default: the method's (" + ", ".join(f"{m.name} {m.base_lr:g}"
@@ -54,7 +77,7 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON object of any trainer config fields; options given on the command line win.")
 @click.pass_context
-def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, config_file: Path | None,
+def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, extend: bool, config_file: Path | None,
                   proposal_filter: str | None, recipe: str | None, epochs: float | None, **options) -> None:
     """Self-supervised pretraining (DetCon-B/S, SoCo/SoCo*, DetCo: see --method) on a built dataset; launch with
     torchrun for several processes.
@@ -62,7 +85,14 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, confi
     Writes RUN/config.json, RUN/metrics.jsonl (one line per step) and RUN/checkpoint-<step>.pt.
     """
     from ..trainer.config import TrainConfig
+    from ..trainer.preflight import PreflightError, default_workers
 
+    if extend and not resume:
+        raise click.UsageError("--extend continues a run: pass --resume too")
+    if options["workers"] is None:
+        options["workers"] = _saved_workers(run) if resume else None
+        if options["workers"] is None:
+            options["workers"] = default_workers()
     values = recipe_values(recipe) if recipe else {}
     given = json.loads(config_file.read_text("utf-8")) if config_file else {}
     given.pop("run", None)  # a previous run's config.json may serve as --config
@@ -92,39 +122,50 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, confi
     try:
         cfg = TrainConfig.from_dict(values).validate()
     except (TypeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise Refusal(str(exc)) from exc
     from ..trainer.loop import RunError, train
 
     try:
-        result = train(cfg, resume=resume)
-    except (RunError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        result = train(cfg, resume=resume, extend=extend)
+    except (RunError, PreflightError, FileNotFoundError) as exc:
+        raise Refusal(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"done: step {result['step']}, loss {result['loss']}, checkpoint {result['checkpoint']}")
 
 
+def _saved_workers(run: Path) -> int | None:
+    """The loader workers of the run being resumed (part of its data order), if its config.json says."""
+    try:
+        saved = json.loads((run / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    workers = saved.get("workers") if isinstance(saved, dict) else None
+    return workers if isinstance(workers, int) and workers >= 0 else None
+
+
 @click.command("export")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="state_dict file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file.")
 @click.option("--which", type=click.Choice(["online", "target"]), default="online", show_default=True)
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A particular checkpoint (default: the newest in RUN).")
-@click.option("--format", "fmt", type=click.Choice(["torchvision", "maskrcnn"]), default="torchvision",
-              show_default=True, help="maskrcnn (SoCo runs): backbone + FPN under maskrcnn_resnet50_fpn(_v2) keys.")
-@click.option("--head", is_flag=True, help="With --format maskrcnn: add the 4conv1fc box head (roi_heads.box_head).")
+@click.option("--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), default="torchvision", show_default=True,
+              help="What the file loads into: " + "; ".join(f"{f.name}: {f.loads_into}"
+                                                            for f in EXPORT_FORMATS.values()) + ".")
+@click.option("--head", is_flag=True, help="Add SoCo's 4conv1fc box head (maskrcnn_resnet50_fpn_v2, detectron2).")
 def export_command(run: Path, out: Path, which: str, checkpoint: Path | None, fmt: str, head: bool) -> None:
-    """Write a run's backbone as a torchvision resnet state_dict (loads with strict=True), or a SoCo run's
-    backbone + FPN (+ head) under torchvision's Mask R-CNN key names (load with strict=False)."""
-    from ..trainer.checkpoint import export_backbone
-    from ..trainer.detector_export import export_detector
+    """Write a run's pretrained weights for a classifier or a detector: the backbone (every method), SoCo's FPN
+    with its norms and, with --head, its box head. docs/trainer.md shows how to load each format."""
+    if head and not EXPORT_FORMATS[fmt].head:
+        able = " or ".join(f.name for f in EXPORT_FORMATS.values() if f.head)
+        raise click.UsageError(f"--head needs --format {able}")
+    from ..trainer.exports import export_weights
 
     try:
-        if fmt == "maskrcnn":
-            info = export_detector(run, out, which=which, checkpoint=checkpoint, head=head)
-        else:
-            info = export_backbone(run, out, which=which, checkpoint=checkpoint)
-    except (FileNotFoundError, ValueError) as exc:
+        info = export_weights(run, out, fmt, which=which, checkpoint=checkpoint, head=head)
+    except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
-    what = (f"maskrcnn_resnet50_fpn keys, {info['tensors']} tensors{' with the box head' if head else ''}"
-            if fmt == "maskrcnn" else f"torchvision {info['backbone']}")
-    click.echo(f"wrote {info['path']}: {what} ({info['which']} network, step {info['step']})")
+    except ValueError as exc:
+        raise Refusal(str(exc)) from exc
+    parts = f"{' + '.join(info['parts'])}, {info['tensors']} tensors; " if info["tensors"] else ""
+    click.echo(f"wrote {info['path']}: {info['loads_into']} ({parts}{info['which']} network, step {info['step']})")

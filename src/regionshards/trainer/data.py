@@ -55,6 +55,7 @@ from ..shards import open_dataset
 from ..shards.reader import iter_shard
 from .config import TrainConfig
 from .methods import method_spec
+from .watch import batch_labels
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,8 @@ class ShardStream(IterableDataset):
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, epoch, self.rank, b, 0x4254])
         batch = method_spec(cfg.method).make_batch(samples, cfg, rng)
-        return {**batch, "keys": [s["__key__"] for s in samples], "step": t, "epoch": epoch}
+        return {**batch, "label": batch_labels(samples), "keys": [s["__key__"] for s in samples], "step": t,
+                "epoch": epoch}
 
 
 def _single_threaded() -> None:

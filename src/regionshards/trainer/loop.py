@@ -35,15 +35,18 @@ from .config import TrainConfig, adopt_legacy, config_differences
 from .data import ShardStream, make_loader
 from .lars import LARS, learning_rate, param_groups, peak_learning_rate
 from .methods import MethodSpec, method_spec
+from .preflight import check_batch, extension
 from .runtime import (
     Runtime,
     barrier,
     configure_cuda,
+    env_ranks,
     init_distributed,
     select_runtime,
     shutdown_distributed,
     to_device,
 )
+from .watch import dataset_classes, make_probe, tensorboard_writer, write_scalars
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -63,8 +66,10 @@ def _run_info(cfg: TrainConfig, runtime: Runtime, stream: ShardStream) -> dict[s
             "torch": torch.__version__}
 
 
-def _check_run_folder(cfg: TrainConfig, runtime: Runtime, resume: bool) -> tuple[int, Path | None]:
-    """Validate the run folder for a fresh start or a resume; returns the step to start from and its checkpoint."""
+def _check_run_folder(cfg: TrainConfig, runtime: Runtime, resume: bool, extend: bool = False
+                      ) -> tuple[int, Path | None]:
+    """Validate the run folder for a fresh start or a resume; returns the step to start from and its checkpoint.
+    With ``extend``, ``cfg`` takes the extended schedule (``preflight.extension``) and may change ``steps``."""
     run = Path(cfg.out)
     saved = run / CONFIG_NAME
     found = list_checkpoints(run)
@@ -76,13 +81,31 @@ def _check_run_folder(cfg: TrainConfig, runtime: Runtime, resume: bool) -> tuple
         raise RunError(f"{run}: nothing to resume (no {CONFIG_NAME})")
     old = json.loads(saved.read_text("utf-8"))
     adopt_legacy(cfg, old)  # a run saved before a setting existed resumes as it was trained
+    if extend:
+        for name, value in extension(old, cfg.steps, found[-1][0] if found else 0).items():
+            setattr(cfg, name, value)
+    elif old.get("run", {}).get("extensions") and cfg.warmup_steps is None:
+        cfg.warmup_steps = old.get("warmup_steps")  # an extended run keeps the warmup it had done
     diff = config_differences({k: v for k, v in old.items() if k != "run"}, cfg.to_dict())
+    if extend:
+        diff = [d for d in diff if d not in ("steps", "warmup_steps")]
     if old.get("run", {}).get("world_size") != runtime.world_size:
         diff.append("world_size")
     if diff:
+        hint = "; pass --extend to continue it to more steps" if diff == ["steps"] else ""
         raise RunError(f"{run}: the config differs from the saved run in {', '.join(diff)}; resume with the same "
-                       f"settings or start a new folder")
+                       f"settings or start a new folder{hint}")
     return found[-1] if found else (0, None)
+
+
+def _record_extension(path: Path, cfg: TrainConfig, info: dict[str, Any], start: int) -> None:
+    """Rewrite ``config.json`` for the extended schedule, keeping the history in ``run.extensions``."""
+    old = json.loads(path.read_text("utf-8"))
+    history = old.get("run", {}).get("extensions", []) + [{"at_step": start, "from_steps": old["steps"],
+                                                           "to_steps": cfg.steps}]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({**cfg.to_dict(), "run": {**info, "extensions": history}}, indent=2) + "\n", "utf-8")
+    os.replace(tmp, path)
 
 
 def _trim_metrics(path: Path, step: int) -> None:
@@ -152,10 +175,10 @@ def check_dataset(cfg: TrainConfig) -> None:
         raise RunError(f"{cfg.data}: not a finished regionshards dataset ({exc})") from exc
     spec = method_spec(cfg.method)
     if "masks" in spec.needs:
-        if cfg.mask_source == "segments" and built.get("segments", {}).get("method") in (None, "none"):
+        if cfg.mask_source == "segments" and (built.get("segments") or {}).get("method") in (None, "none"):
             raise RunError(f"{cfg.data} was built with --segments none: {cfg.method} needs segments")
     if "proposals" in spec.needs:
-        if built.get("proposals", {}).get("method") in (None, "none"):
+        if (built.get("proposals") or {}).get("method") in (None, "none"):
             raise RunError(f"{cfg.data} was built with --proposals none: {cfg.method} needs proposals")
         wanted = getattr(cfg, spec.settings or "").proposal_filter
         if wanted not in built.get("filters", []):
@@ -172,22 +195,25 @@ def resolve_steps(cfg: TrainConfig, runtime: Runtime) -> None:
     cfg.validate()
 
 
-def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | None = None,
+          extend: bool = False) -> dict[str, Any]:
     """Run (or resume) training as configured; returns ``{"step", "loss", "checkpoint"}`` of the last step.
 
     Launch under ``torchrun --nproc-per-node N`` for N processes (NCCL on CUDA, gloo on CPU).
 
     Raises:
         RunError: the run folder holds another run, or differs from the one being resumed.
+        preflight.PreflightError: a batch the dataset cannot fill on every rank; ``extend`` to fewer steps.
     """
     cfg.validate()
     check_dataset(cfg)
+    check_batch(cfg.data, cfg.batch_size, env_ranks()[2])
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     runtime = select_runtime(torch.cuda.is_available(), cfg.device)
     resolve_steps(cfg, runtime)
     init_distributed(runtime)
     try:
-        result = _train(cfg, runtime, resume, echo)
+        result = _train(cfg, runtime, resume, echo, extend)
     except BaseException:
         shutdown_distributed(wait=False)  # the other ranks may never reach a barrier
         raise
@@ -195,10 +221,11 @@ def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | 
     return result
 
 
-def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str], None],
+           extend: bool = False) -> dict[str, Any]:
     configure_cuda(runtime)
     run = Path(cfg.out)
-    start, checkpoint = _check_run_folder(cfg, runtime, resume)
+    start, checkpoint = _check_run_folder(cfg, runtime, resume, extend)
     barrier(runtime)
     method, optimizer = build(cfg, runtime)
     if checkpoint is not None:
@@ -207,6 +234,9 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
             raise RunError(f"{checkpoint}: holds step {state['step']}, its name says {start}")
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+    probe = make_probe(method, dataset_classes(cfg.data), cfg, runtime.device)
+    if probe is not None and checkpoint is not None and "probe" in state:
+        probe.load_state_dict(state["probe"])  # (a checkpoint from before the probe: it starts afresh)
     online: nn.Module = method.online
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -217,12 +247,15 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
         run.mkdir(parents=True, exist_ok=True)
         if not start and not (run / CONFIG_NAME).exists():
             (run / CONFIG_NAME).write_text(json.dumps({**cfg.to_dict(), "run": info}, indent=2) + "\n", "utf-8")
+        elif extend:
+            _record_extension(run / CONFIG_NAME, cfg, info, start)
         _trim_metrics(run / METRICS_NAME, start)
         echo(f"{cfg.method} {cfg.backbone} on {runtime.world_size} x {runtime.device.type}: global batch "
              f"{info['global_batch']}, peak lr {info['peak_lr']:.4g}, {info['batches_per_epoch']} steps/epoch, "
              f"{'resuming at step ' + str(start) if start else 'starting'} → {cfg.steps}")
     barrier(runtime)
     loader = make_loader(stream, cfg.workers, pin_memory=runtime.device.type == "cuda")
+    writer = tensorboard_writer(run) if runtime.is_main else None
     end = cfg.steps if cfg.stop_at is None else max(start, min(cfg.steps, cfg.stop_at))
     peak, warmup = info["peak_lr"], info["warmup_steps"]
     window: list[tuple[int, int, torch.Tensor, float, float]] = []
@@ -243,29 +276,35 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if probe is not None:
+                probe.step(batch["label"], lr, runtime.world_size)
             ema = method.update_target(step, cfg.steps)
             window.append((step + 1, int(batch["epoch"]), loss.detach(), lr, ema))
             done = step + 1
             checkpoint_due = done % cfg.checkpoint_every == 0 or done == end
             if done % cfg.log_every == 0 or checkpoint_due:
                 now = time.perf_counter()
-                last["loss"] = _flush(window, now - t_window, now - t0, cfg, runtime, run, echo)
+                last["loss"] = _flush(window, now - t_window, now - t0, cfg, runtime, run, echo, probe, writer)
                 window, t_window = [], now
             if checkpoint_due:
                 if runtime.is_main:
                     state = {"model": method.state_dict(), "optimizer": optimizer.state_dict(),
                              "config": cfg.to_dict(), "world_size": runtime.world_size}
+                    if probe is not None:
+                        state["probe"] = probe.state_dict()
                     last["checkpoint"] = str(save_checkpoint(run, done, state, cfg.keep_checkpoints))
                 barrier(runtime)
                 t_window = time.perf_counter()  # saving is not training time
             last["step"] = done
     finally:
         del batches
+        if writer is not None:
+            writer.close()
     return last
 
 
 def _flush(window: list, seconds: float, elapsed: float, cfg: TrainConfig, runtime: Runtime, run: Path,
-           echo: Callable[[str], None]) -> float:
+           echo: Callable[[str], None], probe: Any = None, writer: Any = None) -> float:
     """Write the window's metrics lines (rank 0) and the progress line; returns the last step's mean loss."""
     losses = torch.stack([w[2].float() for w in window])
     if runtime.distributed:
@@ -273,13 +312,19 @@ def _flush(window: list, seconds: float, elapsed: float, cfg: TrainConfig, runti
         losses /= runtime.world_size
     values = losses.cpu().tolist()
     rate = len(window) * cfg.batch_size * runtime.world_size / max(seconds, 1e-9)
+    extras = probe.flush(runtime.world_size) if probe is not None else [{}] * len(window)
     if runtime.is_main:
+        rows = []
         with open(run / METRICS_NAME, "a", encoding="utf-8") as f:
-            for (step, epoch, _, lr, ema), loss in zip(window, values, strict=True):
+            for (step, epoch, _, lr, ema), loss, extra in zip(window, values, extras, strict=True):
                 row = {"step": step, "epoch": epoch, "loss": loss, "lr": lr, "img_per_s": rate, "time": elapsed}
                 if method_spec(cfg.method).momentum_target:
                     row["ema"] = ema
+                row.update(extra)
+                rows.append(row)
                 f.write(json.dumps(row) + "\n")
+        if writer is not None:
+            write_scalars(writer, rows)
         if cfg.progress:
             step, epoch, _, lr, _ = window[-1]
             remaining = (cfg.steps - step) * cfg.batch_size * runtime.world_size / max(rate, 1e-9)

@@ -113,8 +113,9 @@ def to_device(batch: Mapping[str, Any], runtime: Runtime, mean: tuple[float, ...
               std: tuple[float, ...]) -> dict[str, torch.Tensor]:
     """A loader batch on the runtime's device, as every method's ``loss`` takes it.
 
-    uint8 tensors are image batches (..., 3, H, W) and come back normalised float32 (4-D ones in channels_last
-    on CUDA); every other tensor (grids, ids, boxes, levels) comes back as it is; non-tensors are left out.
+    uint8 tensors are image batches (..., 3, H, W) and come back normalised float32, each (3, H, W) image in the
+    runtime's memory format (channels_last on CUDA, contiguous on CPU); every other tensor (grids, ids, boxes,
+    levels) comes back as it is; non-tensors are left out.
     """
     out: dict[str, torch.Tensor] = {}
     for name, value in batch.items():
@@ -123,9 +124,11 @@ def to_device(batch: Mapping[str, Any], runtime: Runtime, mean: tuple[float, ...
         x = value.to(runtime.device, non_blocking=True)
         if value.dtype != torch.uint8:
             out[name] = x
-        elif x.dim() == 4:
-            fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
-            out[name] = normalize(x.contiguous(memory_format=fmt), mean, std)
         else:
-            out[name] = normalize(x.reshape(-1, *x.shape[-3:]), mean, std).reshape(x.shape)
+            # every image batch in the runtime's memory format, stacks of images (DetCo's patches, (B, P, 3, H,
+            # W)) too: the loader's permuted (channels_last-strided) layout would otherwise reach the convs, whose
+            # weight gradients then take that layout and no longer match DDP's bucket views
+            fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
+            images = x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=fmt)
+            out[name] = normalize(images, mean, std).reshape(x.shape)
     return out

@@ -45,7 +45,6 @@ class MethodSpec:
         sync_bn: whether BatchNorm becomes SyncBatchNorm on the multi-GPU CUDA path (False keeps per-GPU BN).
         zero_init_residual: the default of ``TrainConfig.zero_init_residual`` (the last BatchNorm γ of every
             residual block starts at 0).
-        exports: the ``export --format`` values a run of the method supports.
         options: variant switches read by the family's modules only.
         defaults: the method's own defaults of shared ``TrainConfig`` fields (``views``, ``proj_hidden``,
             ``proj_dim``) where they differ from DetCon-B's (used when the config leaves them unset).
@@ -63,7 +62,6 @@ class MethodSpec:
     momentum_target: bool = True
     sync_bn: bool = True
     zero_init_residual: bool = True
-    exports: tuple[str, ...] = ("torchvision",)
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -102,10 +100,10 @@ _TABLE = (
                defaults=_opts(views=(_SIMCLR_VIEW, _SIMCLR_VIEW), proj_hidden=2048, proj_dim=128)),
     MethodSpec("soco", "soco", "SoCo: BYOL on selective-search boxes, FPN + RoI head (Wei et al. 2021)",
                base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
-               exports=("torchvision", "maskrcnn"), options=_opts(star=False)),
+               options=_opts(star=False)),
     MethodSpec("soco-star", "soco", "SoCo*: SoCo with a fourth view (V2 at S/2) and a 6S/7 crop",
                base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
-               exports=("torchvision", "maskrcnn"), options=_opts(star=True)),
+               options=_opts(star=True)),
     MethodSpec("soco-c4", "soco", "SoCo-C4: SoCo with RoIAlign on C4 and res5 as the head, views V1 and V2",
                base_lr=1.0, weight_decay=1e-5, warmup_epochs=10.0, needs=("proposals",), settings="soco",
                options=_opts(star=False, c4=True)),

@@ -6,7 +6,7 @@ extra level; BatchNorm after every lateral and output conv, as SoCo builds mmdet
 ``torchvision.ops.roi_align`` (7 x 7, ``aligned=True``) of every box **only at its assigned level** →
 torchvision's ``FastRCNNConvFCHead`` (4 x (conv 3x3 + BN + ReLU), FC 1024 + ReLU) → projector (→ predictor).
 Module names follow torchvision's detectors (``backbone`` = the ResNet body, ``fpn``, ``head`` = the box head),
-so ``detector_export`` can write them under ``maskrcnn_resnet50_fpn_v2`` keys unchanged.
+so ``exports`` can write them under ``maskrcnn_resnet50_fpn_v2`` keys unchanged.
 
 Online = ``SoCoNet`` with a predictor; target = an EMA copy without predictor (no gradient, BatchNorm in
 training mode, as in BYOL and DetCon-B), momentum ``1 - (1 - soco.ema_base) (cos(pi t / T) + 1) / 2`` (0.99 → 1).
