@@ -4,7 +4,7 @@ What every method shares lives here, one role per module: ``config`` (the run's 
 (sharded streaming with equal batches per rank, resumable), ``decode`` / ``transforms`` (reading a sample,
 numpy/cv2 view kernels), ``networks`` (ResNet trunk, MLP head, EMA), ``collectives`` (cross-rank gathers),
 ``lars`` (optimiser and schedule), ``runtime`` (device/backend/autocast, batches onto the device),
-``checkpoint`` (atomic checkpoints, backbone export), ``exports`` (torchvision detector and detectron2 key names), ``loop`` (the
+``checkpoint`` (atomic checkpoints, backbone export), ``exports`` (detector and detectron2 key names), ``loop`` (the
 training loop) and ``preview`` (DetCon's views for ``regionshards show``). ``methods`` is the method table plus,
 per method family, its networks + loss + target (``<family>_model``) and its views → batch
 (``<family>_views``). torch is imported only under this package (the ``train`` extra), and only when a name
