@@ -115,6 +115,21 @@ def test_noise_with_many_regions_matches_the_reference(rng: np.random.Generator)
     assert_same_as_reference(image, "soco", scale=20, sigma=0.5, min_size=5)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64", "bool", "int32"])
+def test_other_dtypes_than_uint8_are_refused_in_one_line(dtype: str) -> None:
+    # The reference accepts them but histograms the raw values over 0..255; not reproduced, so refused.
+    image = np.zeros((8, 8, 3), dtype=dtype)
+    with pytest.raises(ValueError, match=f"dtype {dtype}") as info:
+        selective_search(image)
+    assert "\n" not in str(info.value)
+
+
+def test_uint8_rgba_loses_its_alpha() -> None:
+    rgb = resized(skimage.data.coffee(), 64)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    np.testing.assert_array_equal(selective_search(rgba).boxes, selective_search(rgb).boxes)
+
+
 def test_grey_input_is_treated_as_its_rgb_copy() -> None:
     grey = resized(skimage.data.camera(), 96)
     rgb = np.repeat(grey[:, :, None], 3, axis=2)

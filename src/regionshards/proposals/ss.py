@@ -77,7 +77,11 @@ def selective_search(
     """Selective-search proposals of an RGB image.
 
     Args:
-        image: (H, W, 3) uint8 RGB (grey, RGBA, uint16 and float in [0, 1] converted as in ``as_rgb_uint8``).
+        image: (H, W, 3) uint8 RGB; uint8 grey (H, W) / (H, W, 1) is replicated to RGB and RGBA loses its alpha
+            (inputs the reference refuses: it asserts three channels). Other dtypes raise ``ValueError``: the
+            reference accepts them but computes its colour histograms on the raw values over a 0..255 range
+            (16-bit values fall outside it, [0, 1] floats all land in one bin), which is not reproduced;
+            convert to uint8 RGB first (``regionshards.images`` does for files).
         scale, sigma, min_size: FH parameters of the initial segmentation; ``None`` → SoCo's (300, 0.9, 100).
             For the OpenCV variants ``scale`` sets ``base_k`` and ``inc_k`` and ``sigma`` the FH sigma of each
             strategy (``None`` → OpenCV's 150 and 0.8); ``min_size`` does not apply there.
@@ -106,7 +110,13 @@ def selective_search(
     Returns:
         ``Proposals`` with every initial region then every merge, in the reference's order.
     """
-    rgb = as_rgb_uint8(image)
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(
+            f"selective_search needs a uint8 RGB image, got dtype {a.dtype} (shape {a.shape}): "
+            "convert it to uint8 RGB first"
+        )
+    rgb = as_rgb_uint8(a)
     if variant in ("soco", "alpacadb"):
         return _selective_search_faithful(
             rgb,
