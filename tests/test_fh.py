@@ -113,3 +113,16 @@ def test_exact_matches_skimage_on_eval_photos_at_full_size(eval_photos_dir: Path
         image = np.asarray(Image.open(path).convert("RGB"))
         for params in (DETCON, SOCO):
             np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params), err_msg=path.name)
+
+
+def test_many_parameter_sets_equal_separate_calls() -> None:
+    from regionshards.proposals import felzenszwalb_many
+
+    params = [DETCON, SOCO, (300, 0.8, 100), (50, 0.8, 10), (1, 0.0, 1)]
+    for image, axis in [(resized(skimage.data.chelsea(), 160), -1), (skimage.data.coins()[::3, ::3] / 255.0, None)]:
+        many = felzenszwalb_many(image, params, channel_axis=axis)
+        assert len(many) == len(params)
+        for labels, p in zip(many, params, strict=True):
+            np.testing.assert_array_equal(labels, felzenszwalb(image, *p, channel_axis=axis))
+            np.testing.assert_array_equal(labels, reference(image, p) if axis == -1 else
+                                          relabel_raster_order(sk_felzenszwalb(image, *p, channel_axis=None)))

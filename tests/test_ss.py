@@ -162,3 +162,21 @@ def test_soco_matches_the_reference_on_eval_photos(eval_photos_dir: Path) -> Non
     for path in sorted((eval_photos_dir / "images").glob("*"))[::3]:
         image = resized(np.asarray(Image.open(path).convert("RGB")), 320)
         assert_same_as_reference(image, "soco")
+
+
+@pytest.mark.parametrize("variant", ["soco", "alpacadb"])
+def test_segments_and_proposals_equal_the_two_separate_calls(variant: str) -> None:
+    from regionshards.proposals import felzenszwalb, segments_and_proposals
+
+    image = resized(skimage.data.astronaut(), 128)
+    for segments, proposals in [((1000, 0.8, 1000), (300, 0.9, 100)), ((300, 0.9, 100), (300, 0.9, 100)),
+                                ((500, 0.9, 50), (300, 0.9, 100))]:
+        labels, props = segments_and_proposals(image, segments, proposals, variant)
+        np.testing.assert_array_equal(labels, felzenszwalb(image, *segments))
+        expected = selective_search(image, *proposals, variant=variant)
+        for field in ("boxes", "sizes", "levels", "children", "segments"):
+            np.testing.assert_array_equal(getattr(props, field), getattr(expected, field))
+    with pytest.raises(ValueError, match="uint8"):
+        segments_and_proposals(image.astype(np.float32))
+    with pytest.raises(ValueError, match="faithful"):
+        segments_and_proposals(image, variant="opencv-fast")  # type: ignore[arg-type]

@@ -47,20 +47,20 @@ def _reflect(i: int, n: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def smooth_rows_lut(src: np.ndarray, lut: np.ndarray, kernel: np.ndarray, t: np.ndarray) -> None:
-    """``smooth_rows`` of ``lut[src]`` for an (H, W*C) uint8 image (the table read inside the taps is
-    cheaper than a converted copy)."""
+def smooth_rows_u8(src: np.ndarray, scale: float, kernel: np.ndarray, t: np.ndarray) -> None:
+    """``smooth_rows`` of ``src * scale`` for an (H, W*C) uint8 image: skimage's ``img_as_float64`` is
+    ``x * (1 / 255)``, and converting inside the taps vectorises (a table lookup would not)."""
     h, wc = src.shape
     r = kernel.size - 1
     for y in range(h):
         for i in range(wc):
-            t[y, i] = lut[src[y, i]] * kernel[0]
+            t[y, i] = (src[y, i] * scale) * kernel[0]
         for k in range(r, 0, -1):
             above = _reflect(y - k, h)
             below = _reflect(y + k, h)
             wk = kernel[k]
             for i in range(wc):
-                t[y, i] += (lut[src[above, i]] + lut[src[below, i]]) * wk
+                t[y, i] += (src[above, i] * scale + src[below, i] * scale) * wk
 
 
 @numba.njit(cache=True, nogil=True)
@@ -92,7 +92,13 @@ def smooth_columns(t: np.ndarray, c: int, kernel: np.ndarray, out: np.ndarray) -
     r = kernel.size - 1
     line = np.empty((w + 2 * r) * c, dtype=np.float64)
     for y in range(h):
-        for x in range(-r, w + r):
+        for i in range(wc):
+            line[r * c + i] = t[y, i]
+        for x in range(-r, 0):
+            xs = _reflect(x, w)
+            for ch in range(c):
+                line[(x + r) * c + ch] = t[y, xs * c + ch]
+        for x in range(w, w + r):
             xs = _reflect(x, w)
             for ch in range(c):
                 line[(x + r) * c + ch] = t[y, xs * c + ch]
@@ -153,43 +159,39 @@ def _dist(img: np.ndarray, a: int, b: int, c: int, r: np.ndarray) -> float:
     return _dist_pairwise(img, a, b, c, r)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _dist3r(img: np.ndarray, a: int, b: int, c: int, r: np.ndarray) -> float:
-    return _dist3(img, a, b)
-
-
 @numba.njit(cache=True, nogil=True)
 def _edges3(smooth: np.ndarray, h: int, w: int, c: int, weights: np.ndarray, packed: np.ndarray,
             counts: np.ndarray, id_bits: int) -> bool:
+    # The 3-channel case: a row's weights first, direction by direction in loops that vectorise (the
+    # square roots dominate), then keys and histograms in edge-id order.
     counts[:] = 0
     shift = np.uint64(id_bits)
     m = np.uint64((1 << DIGIT_BITS) - 1)
     d1 = np.uint64(DIGIT_BITS)
     d2 = np.uint64(2 * DIGIT_BITS)
-    r = np.empty(8, dtype=np.float64)
+    row = np.zeros((4, w), dtype=np.float64)
     any_key = np.uint64(0)
     e = 0
     for y in range(h):
+        a0 = 3 * y * w
+        b0 = a0 + 3 * w
+        for x in range(w - 1):
+            row[0, x] = _dist3(smooth, a0 + 3 * x + 3, a0 + 3 * x)
+        n_dirs = 1
+        if y + 1 < h:
+            n_dirs = 4
+            for x in range(w):
+                row[1, x] = _dist3(smooth, b0 + 3 * x, a0 + 3 * x)
+            for x in range(w - 1):
+                row[2, x] = _dist3(smooth, b0 + 3 * x + 3, a0 + 3 * x)
+            for x in range(w - 1):
+                row[3, x] = _dist3(smooth, b0 + 3 * x, a0 + 3 * x + 3)
         for x in range(w):
-            p = y * w + x
-            a = 3 * p
-            below = a + 3 * w
-            i = 4 * p
-            for d in range(4):
-                if d == 0:
-                    if x + 1 == w:
-                        continue
-                    v = _dist3r(smooth, a + 3, a, 3, r)
-                elif y + 1 == h:
-                    break
-                elif d == 1:
-                    v = _dist3r(smooth, below, a, 3, r)
-                elif x + 1 == w:
-                    break
-                elif d == 2:
-                    v = _dist3r(smooth, below + 3, a, 3, r)
-                else:
-                    v = _dist3r(smooth, below, a + 3, 3, r)
+            i = 4 * (y * w + x)
+            for d in range(n_dirs if x + 1 < w else min(n_dirs, 2)):
+                if x + 1 == w and d == 0:
+                    continue
+                v = row[d, x]
                 weights[i + d] = v
                 key = _key(np.float64(v).view(np.uint64))
                 any_key |= key

@@ -11,8 +11,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-PREFETCH = 16  # edges ahead whose pixels the merge loop touches early
-
 # Union-find forest in one int64 per pixel: a non-root holds its parent's index (>= 0); a root holds
 # ROOT | size << 32 | float32 bits of its merge threshold (negative as an int64), so the find that reaches
 # a root has also loaded its size and threshold (one cache line instead of three arrays).
@@ -52,64 +50,74 @@ def segment_graph(
     rejected_w: np.ndarray,
     mark: np.ndarray,
     labels: np.ndarray,
-    stats: np.ndarray,
 ) -> bool:
     """Greedy FH merging over edges in ``order``, then the min-size pass; raster-order dense labels into
     ``labels`` (H*W,) int32. Returns False, without finishing, when ``check_ties`` is set and a run of equal
     weights could have given another result in another order (see fh.py).
 
     ``forest`` (N,) int64, ``mark`` (N,) int32, ``rejected`` (E,) uint32 and ``rejected_w`` (E,) float64 are
-    scratch buffers (contents ignored); ``stats`` (2,) int64 receives a checksum of the prefetching loads
-    and the number of edges the main pass rejected.
+    scratch buffers (contents ignored).
     """
-    n = h * w
     first = np.array([1, w, w + 1, w], dtype=np.int64)
     second = np.array([0, 0, 0, 1], dtype=np.int64)
-    threshold = forest.view(np.float32)  # threshold[2 * root]: the low half of the root's word
-    # Each root's merge threshold float32(cint + scale / size) changes only when the root absorbs another
-    # component, so it is kept per root instead of being recomputed (two divisions) for every edge; the
-    # values are the ones skimage computes.
-    for i in range(n):
-        forest[i] = _ROOT | (np.int64(1) << 32)
-        threshold[2 * i] = np.float32(0.0 + scale / 1.0)
-        mark[i] = -1
-    n_edges = order.size
-    # Only edges the main pass rejected can join two components in the min-size pass: accepted edges and
-    # edges already inside a component stay inside one, since components only grow.
+    _init(forest, mark, scale)
+    threshold = forest.view(np.float32)
+    # Only rejected edges can join two components in the min-size pass: accepted edges and edges already
+    # inside a component stay inside one, since components only grow.
     n_rejected = 0
-    ahead = np.int64(0)
-    for i in range(n_edges):
-        if i + 2 * PREFETCH < n_edges:
-            # Touch the pixel of an edge a few steps ahead, and the parent of one nearer: independent loads
-            # the CPU can start while this edge's dependent finds wait on memory.
-            f = np.int64(order[i + 2 * PREFETCH])
-            ahead += forest[(f >> 2) + first[f & 3]]
-            f = np.int64(order[i + PREFETCH])
-            ahead += forest[max(forest[(f >> 2) + first[f & 3]], 0)]
+    for i in range(order.size):
         e = np.int64(order[i])
         a = _find(forest, (e >> 2) + first[e & 3])
         b = _find(forest, (e >> 2) + second[e & 3])
-        if a == b:
-            continue
-        cost = sorted_w[i]
-        if cost < np.float64(min(threshold[2 * a], threshold[2 * b])):
-            sa = _size(forest, a)
-            sb = _size(forest, b)
-            if sa < sb:
-                a, b = b, a
-            s = sa + sb
-            forest[b] = a
-            t = np.float32(cost + scale / s)
-            forest[a] = _ROOT | (np.int64(s) << 32)
-            threshold[2 * a] = t
-            # A merged component whose threshold rounds down to the weight itself closes early, and then
-            # the order within a run of equal weights matters.
-            if check_ties and np.float64(t) <= cost and _in_tie(sorted_w, i):
-                return False
-        else:
-            rejected[n_rejected] = e
-            rejected_w[n_rejected] = cost
-            n_rejected += 1
+        if a != b:
+            cost = sorted_w[i]
+            if cost < np.float64(min(threshold[2 * a], threshold[2 * b])):
+                sa = _size(forest, a)
+                sb = _size(forest, b)
+                if sa < sb:
+                    a, b = b, a
+                s = sa + sb
+                forest[b] = a
+                t = np.float32(cost + scale / s)
+                forest[a] = _ROOT | (np.int64(s) << 32)
+                threshold[2 * a] = t
+                # A merged component whose threshold rounds down to the weight itself closes early, and
+                # then the order within a run of equal weights matters.
+                if check_ties and np.float64(t) <= cost and _in_tie(sorted_w, i):
+                    return False
+            else:
+                rejected[n_rejected] = e
+                rejected_w[n_rejected] = cost
+                n_rejected += 1
+    return _finish(n_rejected, first, second, min_size, check_ties, forest, rejected, rejected_w, mark, labels)
+
+
+@numba.njit(cache=True, nogil=True)
+def _init(forest: np.ndarray, mark: np.ndarray, scale: float) -> None:
+    # Each root's merge threshold float32(cint + scale / size) changes only when the root absorbs another
+    # component, so it is kept per root instead of being recomputed (two divisions) for every edge; the
+    # values are the ones skimage computes.
+    threshold = forest.view(np.float32)  # threshold[2 * root]: the low half of the root's word
+    for i in range(forest.size):
+        forest[i] = _ROOT | (np.int64(1) << 32)
+        threshold[2 * i] = np.float32(0.0 + scale / 1.0)
+        mark[i] = -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish(
+    n_rejected: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    min_size: int,
+    check_ties: bool,
+    forest: np.ndarray,
+    rejected: np.ndarray,
+    rejected_w: np.ndarray,
+    mark: np.ndarray,
+    labels: np.ndarray,
+) -> bool:
+    """The min-size pass over the rejected edges, then raster-order labels; False for an order-dependent tie."""
     i = 0
     while i < n_rejected:
         if check_ties and i + 1 < n_rejected and rejected_w[i + 1] == rejected_w[i]:
@@ -134,10 +142,8 @@ def segment_graph(
                 forest[b] = a
                 forest[a] = (forest[a] & _LOW) | _ROOT | (np.int64(sa + sb) << 32)
         i = j
-    stats[0] = ahead  # keeps the touching loads alive
-    stats[1] = n_rejected
     next_label = 0
-    for i in range(n):
+    for i in range(forest.size):
         r = _find(forest, i)
         if mark[r] < 0:
             mark[r] = next_label

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -116,7 +117,7 @@ def _smooth(img: np.ndarray, sigma: float, tmp: np.ndarray, out: np.ndarray) -> 
         if sigma <= _SCIPY_MIN_SIGMA:
             np.take(_UINT8_TO_FLOAT, src8, out=out)
             return
-        k.smooth_rows_lut(src8, _UINT8_TO_FLOAT, gaussian_kernel(sigma), tmp)
+        k.smooth_rows_u8(src8, 1.0 / 255.0, gaussian_kernel(sigma), tmp)
     else:
         src = skimage_float64(img).reshape(h, w * c)
         if sigma <= _SCIPY_MIN_SIGMA:
@@ -170,8 +171,37 @@ def _allocate(n: int, c: int) -> dict[str, np.ndarray]:
 _SCRATCH = _Scratch()
 
 
+def felzenszwalb_many(
+    image: np.ndarray, params: Sequence[tuple[float, float, int]], *, channel_axis: int | None = -1
+) -> list[np.ndarray]:
+    """Exact FH segmentations of one image for several ``(scale, sigma, min_size)``: ``felzenszwalb(image,
+    *p)`` for each ``p``, identical label maps, with the input checked and converted once and, for the
+    parameter sets that share a sigma, the smoothed, weighted and sorted edge graph built once (only the
+    merging runs per parameter set; it is about half of the time at 500 px).
+
+    Returns one (H, W) int32 label map per parameter set, in order.
+    """
+    checked = [_check_params(*p) for p in params]
+    img = skimage_channels(image, channel_axis)
+    if img.shape[0] * img.shape[1] > k.MAX_PIXELS:
+        raise ValueError(f"image of {img.shape[0]}x{img.shape[1]} pixels exceeds the {k.MAX_PIXELS} pixel limit")
+    out: list[np.ndarray | None] = [None] * len(checked)
+    for sigma in dict.fromkeys(p[1] for p in checked):
+        graph = _sorted_graph(img, sigma)
+        for i, (scale, s, min_size) in enumerate(checked):
+            if s == sigma:
+                out[i] = _merge(graph, scale, min_size)
+    return [labels for labels in out if labels is not None]
+
+
 def _felzenszwalb_exact(img: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
     """Exact FH of an (H, W, C) uint8 or skimage-kind array (see ``skimage_channels``)."""
+    return _merge(_sorted_graph(img, sigma), scale, min_size)
+
+
+def _sorted_graph(img: np.ndarray, sigma: float) -> tuple:
+    """The image's 8-neighbour graph in processing order: (h, w, edge ids, their weights, weights by edge
+    id, scratch buffers), in this thread's scratch buffers (valid until the next call)."""
     h, w, c = img.shape
     n, e = h * w, k.n_edges(h, w)
     b = _SCRATCH.get(n, c)
@@ -190,16 +220,21 @@ def _felzenszwalb_exact(img: np.ndarray, scale: float, sigma: float, min_size: i
         drop = 0
     order, sorted_w = b["order"][:e], b["sorted_w"][:e]
     k.sort_edges(packed, b["packed_tmp"][:e], counts, id_bits, drop, weights, order, sorted_w)
+    return h, w, order, sorted_w, weights, b
+
+
+def _merge(graph: tuple, scale: float, min_size: int) -> np.ndarray:
+    h, w, order, sorted_w, weights, b = graph
+    n, e = h * w, order.size
     labels = np.empty(n, np.int32)
     # skimage rescales scale to its [0, 1] float image: scale / 255.
     args = (h, w, scale / 255.0, min_size)
     scratch = (b["forest"][:n], b["rejected"][:e], b["rejected_w"][:e], b["mark"][:n])
-    stats = np.zeros(2, np.int64)
-    if not segment_graph(order, sorted_w, *args, True, *scratch, labels, stats):
+    if not segment_graph(order, sorted_w, *args, True, *scratch, labels):
         # Equal weights met where their order matters: replay skimage's own order (numpy's argsort of its
         # cost array), so that ties are broken exactly as skimage breaks them.
-        order, sorted_w = _skimage_order(weights, h, w)
-        segment_graph(order, sorted_w, *args, False, *scratch, labels, stats)
+        sk_order, sk_sorted_w = _skimage_order(weights, h, w)
+        segment_graph(sk_order, sk_sorted_w, *args, False, *scratch, labels)
     return labels.reshape(h, w)
 
 

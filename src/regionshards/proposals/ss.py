@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _ss_kernels as k
 from ._image import as_rgb_uint8
-from .fh import felzenszwalb
+from .fh import felzenszwalb, felzenszwalb_many
 
 Variant = Literal["soco", "alpacadb", "opencv-fast", "opencv-quality"]
 VARIANTS: tuple[str, ...] = ("soco", "alpacadb", "opencv-fast", "opencv-quality")
@@ -110,13 +110,7 @@ def selective_search(
     Returns:
         ``Proposals`` with every initial region then every merge, in the reference's order.
     """
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        raise ValueError(
-            f"selective_search needs a uint8 RGB image, got dtype {a.dtype} (shape {a.shape}): "
-            "convert it to uint8 RGB first"
-        )
-    rgb = as_rgb_uint8(a)
+    rgb = _uint8_rgb(image)
     if variant in ("soco", "alpacadb"):
         return _selective_search_faithful(
             rgb,
@@ -132,11 +126,50 @@ def selective_search(
     raise ValueError(f"unknown selective search variant {variant!r}; choose one of {VARIANTS}")
 
 
+def segments_and_proposals(
+    image: np.ndarray,
+    segments: tuple[float, float, int] = (1000, 0.8, 1000),
+    proposals: tuple[float, float, int] = (300, 0.9, 100),
+    variant: Literal["soco", "alpacadb"] = "soco",
+) -> tuple[np.ndarray, Proposals]:
+    """DetCon's FH segments and SoCo's selective-search proposals of one image in one call.
+
+    Equal to ``(felzenszwalb(image, *segments), selective_search(image, *proposals, variant=variant))``
+    for a uint8 RGB image (same checks and conversions as ``selective_search``), computed with the input
+    checked and converted once and, when both parameter sets share a sigma, one smoothed and sorted edge
+    graph merged twice (``felzenszwalb_many``).
+
+    Returns:
+        (H, W) int32 FH label map for ``segments`` and the ``Proposals`` for ``proposals``.
+    """
+    if variant not in ("soco", "alpacadb"):
+        raise ValueError(f"segments_and_proposals runs the faithful variants 'soco' or 'alpacadb'; got {variant!r}")
+    rgb = _uint8_rgb(image)
+    labels, ss_labels = felzenszwalb_many(rgb, [segments, proposals])
+    return labels, _selective_search_faithful(rgb, *proposals, _TEXTURE_BIN[variant], ss_labels)
+
+
+def _uint8_rgb(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(
+            f"selective_search needs a uint8 RGB image, got dtype {a.dtype} (shape {a.shape}): "
+            "convert it to uint8 RGB first"
+        )
+    return as_rgb_uint8(a)
+
+
 def _selective_search_faithful(
-    rgb: np.ndarray, scale: float, sigma: float, min_size: int, bin_of_code: np.ndarray
+    rgb: np.ndarray,
+    scale: float,
+    sigma: float,
+    min_size: int,
+    bin_of_code: np.ndarray,
+    segments: np.ndarray | None = None,
 ) -> Proposals:
     h, w = rgb.shape[:2]
-    segments = felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, backend="exact")
+    if segments is None:
+        segments = felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, backend="exact")
     n = int(segments.max()) + 1
     v_bin, t_bins = k.pixel_bins(rgb, _LBP_RP, _LBP_CP, _V_BIN, bin_of_code)
     bbox0, size0, hist0 = k.region_stats(segments, v_bin, t_bins, n)
