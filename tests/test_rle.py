@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 from skimage import data
 from skimage.segmentation import felzenszwalb
 
+from regionshards.proposals.fh import relabel_raster_order
 from regionshards.proposals.rle import (
     area_and_bbox,
     counts_to_string,
@@ -309,3 +310,16 @@ def test_property_areas_and_bboxes_match_pycocotools(h: int, w: int, runs: list[
     reference = [mask_utils.frPyObjects(rle, h, w)]
     np.testing.assert_array_equal(segment_bboxes([rle]), mask_utils.toBbox(reference))
     np.testing.assert_array_equal(segment_areas([rle]), mask_utils.area(reference))
+
+
+def test_segment_runs_tile_the_image_in_column_major_order(rng: np.random.Generator) -> None:
+    from regionshards.proposals.rle import segment_runs
+
+    labels = relabel_raster_order(rng.integers(0, 5, size=(13, 17)))
+    starts, segs, h, w = segment_runs(encode_segments(labels))
+    assert (h, w) == labels.shape and starts[0] == 0 and np.all(np.diff(starts) > 0)
+    flat = labels.ravel(order="F")
+    np.testing.assert_array_equal(flat[starts], segs)
+    ends = np.append(starts[1:], flat.size)
+    for start, end, seg in zip(starts, ends, segs, strict=True):
+        assert (flat[start:end] == seg).all()
