@@ -135,7 +135,7 @@ def test_degenerate_scales(scale: float) -> None:
     assert_same(image, scale, 0.8, 0)
 
 
-@pytest.mark.parametrize("min_size", [-5, 0, 1, 10**9])
+@pytest.mark.parametrize("min_size", [-5, 0, 1, 10**9, 2**63 - 1, -(2**63)])
 def test_min_size_extremes(min_size: int) -> None:
     assert_same(skimage.data.camera()[::12, ::12], 10, 0.8, min_size)
 
@@ -232,6 +232,7 @@ def test_property_conversion_is_img_as_float64(case) -> None:
         (np.zeros((4, 4, 3), np.uint8), {"sigma": -1.0}, "sigma"),
         (np.zeros((4, 4, 3), np.uint8), {"sigma": float("inf")}, "sigma"),
         (np.zeros((4, 4, 3), np.uint8), {"min_size": 2.5}, "min_size"),
+        (np.zeros((4, 4, 3), np.uint8), {"min_size": 10**30}, "64 bits"),
     ],
 )
 def test_unsupported_inputs_are_refused_in_one_line(bad: np.ndarray, kwargs: dict, message: str) -> None:

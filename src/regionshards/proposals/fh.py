@@ -75,6 +75,8 @@ def _check_params(scale: float, sigma: float, min_size: int) -> tuple[float, flo
         raise ValueError(f"sigma must be a finite number >= 0; got {sigma}")
     if isinstance(min_size, (bool, np.bool_)) or not isinstance(min_size, (int, np.integer)):
         raise ValueError(f"min_size must be an integer number of pixels; got {min_size!r}")
+    if not -(1 << 63) <= int(min_size) < 1 << 63:
+        raise ValueError(f"min_size {min_size} does not fit in 64 bits (skimage refuses it too)")
     return scale, sigma, int(min_size)
 
 
