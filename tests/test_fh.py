@@ -77,37 +77,6 @@ def test_more_than_65535_segments(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(labels, reference(image, (1, 0.0, 1)))
 
 
-@pytest.mark.parametrize(
-    "convert",
-    [
-        pytest.param(lambda rgb: rgb[:, :, 0], id="grey"),
-        pytest.param(lambda rgb: np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]), id="rgba"),
-        pytest.param(lambda rgb: rgb.astype(np.uint16) * 257, id="uint16"),
-        pytest.param(lambda rgb: rgb.astype(np.float32) / 255, id="float32"),
-        pytest.param(lambda rgb: rgb.astype(np.float64) / 255, id="float64"),
-    ],
-)
-def test_input_conversions_match_the_rgb_uint8_image(convert) -> None:
-    rgb = resized(skimage.data.astronaut(), 96)
-    expected_rgb = np.repeat(rgb[:, :, :1], 3, axis=2) if convert(rgb).ndim == 2 else rgb
-    np.testing.assert_array_equal(felzenszwalb(convert(rgb), *SOCO), reference(expected_rgb, SOCO))
-
-
-@pytest.mark.parametrize(
-    "bad, message",
-    [
-        (np.zeros((0, 4, 3), np.uint8), "empty"),
-        (np.zeros((4, 4, 2), np.uint8), "shape"),
-        (np.full((4, 4, 3), 2.0), r"\[0, 1\]"),
-        (np.full((4, 4, 3), np.nan), "NaN"),
-        (np.zeros((4, 4, 3), np.int64), "dtype"),
-    ],
-)
-def test_bad_input_is_rejected_with_a_clear_error(bad: np.ndarray, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        felzenszwalb(bad)
-
-
 def test_unknown_backend_is_rejected() -> None:
     with pytest.raises(ValueError, match="backend"):
         felzenszwalb(np.zeros((4, 4, 3), np.uint8), backend="nope")  # type: ignore[arg-type]
@@ -144,3 +113,16 @@ def test_exact_matches_skimage_on_eval_photos_at_full_size(eval_photos_dir: Path
         image = np.asarray(Image.open(path).convert("RGB"))
         for params in (DETCON, SOCO):
             np.testing.assert_array_equal(felzenszwalb(image, *params), reference(image, params), err_msg=path.name)
+
+
+def test_many_parameter_sets_equal_separate_calls() -> None:
+    from regionshards.proposals import felzenszwalb_many
+
+    params = [DETCON, SOCO, (300, 0.8, 100), (50, 0.8, 10), (1, 0.0, 1)]
+    for image, axis in [(resized(skimage.data.chelsea(), 160), -1), (skimage.data.coins()[::3, ::3] / 255.0, None)]:
+        many = felzenszwalb_many(image, params, channel_axis=axis)
+        assert len(many) == len(params)
+        for labels, p in zip(many, params, strict=True):
+            np.testing.assert_array_equal(labels, felzenszwalb(image, *p, channel_axis=axis))
+            np.testing.assert_array_equal(labels, reference(image, p) if axis == -1 else
+                                          relabel_raster_order(sk_felzenszwalb(image, *p, channel_axis=None)))

@@ -115,6 +115,21 @@ def test_noise_with_many_regions_matches_the_reference(rng: np.random.Generator)
     assert_same_as_reference(image, "soco", scale=20, sigma=0.5, min_size=5)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64", "bool", "int32"])
+def test_other_dtypes_than_uint8_are_refused_in_one_line(dtype: str) -> None:
+    # The reference accepts them but histograms the raw values over 0..255; not reproduced, so refused.
+    image = np.zeros((8, 8, 3), dtype=dtype)
+    with pytest.raises(ValueError, match=f"dtype {dtype}") as info:
+        selective_search(image)
+    assert "\n" not in str(info.value)
+
+
+def test_uint8_rgba_loses_its_alpha() -> None:
+    rgb = resized(skimage.data.coffee(), 64)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    np.testing.assert_array_equal(selective_search(rgba).boxes, selective_search(rgb).boxes)
+
+
 def test_grey_input_is_treated_as_its_rgb_copy() -> None:
     grey = resized(skimage.data.camera(), 96)
     rgb = np.repeat(grey[:, :, None], 3, axis=2)
@@ -147,3 +162,21 @@ def test_soco_matches_the_reference_on_eval_photos(eval_photos_dir: Path) -> Non
     for path in sorted((eval_photos_dir / "images").glob("*"))[::3]:
         image = resized(np.asarray(Image.open(path).convert("RGB")), 320)
         assert_same_as_reference(image, "soco")
+
+
+@pytest.mark.parametrize("variant", ["soco", "alpacadb"])
+def test_segments_and_proposals_equal_the_two_separate_calls(variant: str) -> None:
+    from regionshards.proposals import felzenszwalb, segments_and_proposals
+
+    image = resized(skimage.data.astronaut(), 128)
+    for segments, proposals in [((1000, 0.8, 1000), (300, 0.9, 100)), ((300, 0.9, 100), (300, 0.9, 100)),
+                                ((500, 0.9, 50), (300, 0.9, 100))]:
+        labels, props = segments_and_proposals(image, segments, proposals, variant)
+        np.testing.assert_array_equal(labels, felzenszwalb(image, *segments))
+        expected = selective_search(image, *proposals, variant=variant)
+        for field in ("boxes", "sizes", "levels", "children", "segments"):
+            np.testing.assert_array_equal(getattr(props, field), getattr(expected, field))
+    with pytest.raises(ValueError, match="uint8"):
+        segments_and_proposals(image.astype(np.float32))
+    with pytest.raises(ValueError, match="faithful"):
+        segments_and_proposals(image, variant="opencv-fast")  # type: ignore[arg-type]

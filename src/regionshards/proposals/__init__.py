@@ -26,6 +26,7 @@ _LAZY = {
     "dedupe_boxes": "filters",
     "encode_segments": "rle",
     "felzenszwalb": "fh",
+    "felzenszwalb_many": "fh",
     "filter_boxes": "filters",
     "mask_best_iou": "quality",
     "named_filter": "filters",
@@ -33,6 +34,7 @@ _LAZY = {
     "rle_to_counts": "rle",
     "segment_areas": "rle",
     "segment_bboxes": "rle",
+    "segments_and_proposals": "ss",
     "selective_search": "ss",
     "whole_image_box": "filters",
 }
@@ -59,6 +61,7 @@ __all__ = [
     "dedupe_boxes",
     "encode_segments",
     "felzenszwalb",
+    "felzenszwalb_many",
     "filter_boxes",
     "mask_best_iou",
     "named_filter",
@@ -66,6 +69,7 @@ __all__ = [
     "rle_to_counts",
     "segment_areas",
     "segment_bboxes",
+    "segments_and_proposals",
     "selective_search",
     "whole_image_box",
 ]

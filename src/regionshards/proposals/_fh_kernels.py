@@ -1,13 +1,13 @@
 """numba kernels of the exact Felzenszwalb–Huttenlocher segmentation (see fh.py for the contract).
 
-Every floating-point operation mirrors skimage's ``_felzenszwalb_cy.pyx`` operation for operation, so that the
-label maps are identical: float64 edge weights summed channel by channel, an exact sort, float32 inner costs
-(skimage keeps them in C floats), a strict ``<`` test, and size and internal difference carried by each root.
+Smoothing, edge weights and the exact sort; the merging is in ``_fh_merge.py``. Every floating-point
+operation mirrors skimage's ``_felzenszwalb_cy.pyx`` operation for operation, so that the label maps are
+identical: scipy's Gaussian, float64 edge weights summed over channels in numpy's order, an exact sort.
 
 Edges are identified as ``4 * pixel + direction`` (0 right, 1 down, 2 down-right, 3 up-right from the pixel
-below), so that the pixel pair follows from shifts instead of divisions on the hot loop. Ties between equal
-weights are processed in that id order; skimage's own order among ties is whatever its unstable quicksort
-gives, and ties only change the result in rare float32-rounding corner cases (none seen on real photos).
+below), so that the pixel pair follows from shifts instead of divisions on the hot loop. Ties between exactly
+equal weights are sorted in that id order; ``_fh_merge.segment_graph`` reports whether a tie could have
+changed the result, in which case fh.py replays skimage's own order (see there).
 """
 
 from __future__ import annotations
@@ -16,17 +16,12 @@ import numba
 import numpy as np
 
 MAX_PIXELS = 1 << 30  # edge ids must fit in 32 bits
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _dist(img: np.ndarray, y0: int, x0: int, y1: int, x1: int) -> float:
-    # numpy sums a short last axis left to right starting from the first element.
-    d = img[y0, x0, 0] - img[y1, x1, 0]
-    s = d * d
-    for k in range(1, img.shape[2]):
-        d = img[y0, x0, k] - img[y1, x1, k]
-        s = s + d * d
-    return np.sqrt(s)
+DIGIT_BITS = 10  # radix 1024: counts and write positions stay in L1
+# Sort keys: float64 bits >> 29 (sign, exponent, 23 mantissa bits), minus the key of 2**-126, so weights in
+# [0, 2) -- every 3-channel image in [0, 1] -- need 30 bits: three 10-bit radix passes. Truncation is
+# monotone, so ties in the key are finished by the full weight.
+_KEY_SHIFT = np.uint64(29)
+_KEY_BASE = np.uint64(0x381 << 23)
 
 
 def n_edges(h: int, w: int) -> int:
@@ -34,49 +29,14 @@ def n_edges(h: int, w: int) -> int:
     return h * (w - 1) + (h - 1) * w + 2 * (h - 1) * (w - 1)
 
 
-@numba.njit(cache=True, nogil=True)
-def gaussian_smooth(rgb: np.ndarray, lut: np.ndarray, kernel: np.ndarray, tmp: np.ndarray, out: np.ndarray) -> None:
-    """``scipy.ndimage.gaussian_filter(lut[rgb], (s, s, 0), mode="reflect")`` bit for bit, into ``out``.
-
-    ``kernel`` holds scipy's weights (centre first, then radius 1, 2, ...). scipy's symmetric 1-D correlation
-    computes ``x[i] * w0`` and then adds ``(x[i - k] + x[i + k]) * w[k]`` for k from the radius down to 1;
-    axis 0 is filtered first, into float64, then axis 1. "reflect" mirrors about the half pixel.
-    Both passes run along contiguous rows so the inner loops vectorise; the per-element order of operations
-    stays scipy's.
-    """
-    h, w, c = rgb.shape
-    r = kernel.size - 1
-    wc = w * c
-    src = rgb.reshape(h, wc)
-    t = tmp.reshape(h, wc)
-    for y in range(h):
-        for i in range(wc):
-            t[y, i] = lut[src[y, i]] * kernel[0]
-        for k in range(r, 0, -1):
-            above = _reflect(y - k, h)
-            below = _reflect(y + k, h)
-            wk = kernel[k]
-            for i in range(wc):
-                t[y, i] += (lut[src[above, i]] + lut[src[below, i]]) * wk
-    line = np.empty((w + 2 * r) * c, dtype=np.float64)
-    o = out.reshape(h, wc)
-    for y in range(h):
-        for x in range(-r, w + r):
-            xs = _reflect(x, w)
-            for ch in range(c):
-                line[(x + r) * c + ch] = t[y, xs * c + ch]
-        for i in range(wc):
-            o[y, i] = line[i + r * c] * kernel[0]
-        for k in range(r, 0, -1):
-            wk = kernel[k]
-            lo = (r - k) * c
-            hi = (r + k) * c
-            for i in range(wc):
-                o[y, i] += (line[lo + i] + line[hi + i]) * wk
+def id_bits_for(n_pixels: int) -> int:
+    """Bits needed for edge ids ``4 * pixel + direction`` of an image of ``n_pixels``."""
+    return max(1, int(4 * n_pixels - 1).bit_length())
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _reflect(i: int, n: int) -> int:
+    # scipy's "reflect" (d c b a | a b c d | d c b a), repeated for kernels longer than the line.
     if 0 <= i < n:
         return i
     period = 2 * n
@@ -87,68 +47,304 @@ def _reflect(i: int, n: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def edge_weights(smooth: np.ndarray, packed: np.ndarray, weights: np.ndarray, id_bits: int) -> None:
-    """Weights of the 8-neighbour graph of an (H, W, C) float64 image, into the given buffers.
+def smooth_rows_u8(src: np.ndarray, scale: float, kernel: np.ndarray, t: np.ndarray) -> None:
+    """``smooth_rows`` of ``src * scale`` for an (H, W*C) uint8 image: skimage's ``img_as_float64`` is
+    ``x * (1 / 255)``, and converting inside the taps vectorises (a table lookup would not)."""
+    h, wc = src.shape
+    r = kernel.size - 1
+    for y in range(h):
+        for i in range(wc):
+            t[y, i] = (src[y, i] * scale) * kernel[0]
+        for k in range(r, 0, -1):
+            above = _reflect(y - k, h)
+            below = _reflect(y + k, h)
+            wk = kernel[k]
+            for i in range(wc):
+                t[y, i] += (src[above, i] * scale + src[below, i] * scale) * wk
 
-    ``packed`` (E,) uint64 receives each weight's IEEE-754 pattern with its low ``id_bits`` bits replaced by
-    the edge id (the sort key); ``weights`` (4*H*W,) float64 the weight at each edge id (other entries unused).
+
+@numba.njit(cache=True, nogil=True)
+def smooth_rows(src: np.ndarray, kernel: np.ndarray, t: np.ndarray) -> None:
+    """First (axis 0) pass of scipy's Gaussian: (H, W*C) float64 ``src`` → (H, W*C) float64 ``t``.
+
+    scipy's symmetric 1-D correlation computes ``x[i] * w0`` and then adds ``(x[i - k] + x[i + k]) * w[k]``
+    for k from the radius down to 1; "reflect" mirrors about the half pixel. The loops run along contiguous
+    rows so they vectorise; the per-element order of operations stays scipy's.
     """
-    h, w = smooth.shape[0], smooth.shape[1]
-    bits = weights.view(np.uint64)
+    h, wc = src.shape
+    r = kernel.size - 1
+    for y in range(h):
+        for i in range(wc):
+            t[y, i] = src[y, i] * kernel[0]
+        for k in range(r, 0, -1):
+            above = _reflect(y - k, h)
+            below = _reflect(y + k, h)
+            wk = kernel[k]
+            for i in range(wc):
+                t[y, i] += (src[above, i] + src[below, i]) * wk
+
+
+@numba.njit(cache=True, nogil=True)
+def smooth_columns(t: np.ndarray, c: int, kernel: np.ndarray, out: np.ndarray) -> None:
+    """Second (axis 1) pass of scipy's Gaussian: (H, W*C) float64 ``t`` → ``out``, channels interleaved."""
+    h, wc = t.shape
+    w = wc // c
+    r = kernel.size - 1
+    line = np.empty((w + 2 * r) * c, dtype=np.float64)
+    for y in range(h):
+        for i in range(wc):
+            line[r * c + i] = t[y, i]
+        for x in range(-r, 0):
+            xs = _reflect(x, w)
+            for ch in range(c):
+                line[(x + r) * c + ch] = t[y, xs * c + ch]
+        for x in range(w, w + r):
+            xs = _reflect(x, w)
+            for ch in range(c):
+                line[(x + r) * c + ch] = t[y, xs * c + ch]
+        for i in range(wc):
+            out[y, i] = line[i + r * c] * kernel[0]
+        for k in range(r, 0, -1):
+            wk = kernel[k]
+            lo = (r - k) * c
+            hi = (r + k) * c
+            for i in range(wc):
+                out[y, i] += (line[lo + i] + line[hi + i]) * wk
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dist3(img: np.ndarray, a: int, b: int) -> float:
+    d0 = img[a] - img[b]
+    d1 = img[a + 1] - img[b + 1]
+    d2 = img[a + 2] - img[b + 2]
+    return np.sqrt((d0 * d0 + d1 * d1) + d2 * d2)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dist_short(img: np.ndarray, a: int, b: int, c: int) -> float:
+    d = img[a] - img[b]
+    s = d * d
+    for k in range(1, c):
+        d = img[a + k] - img[b + k]
+        s = s + d * d
+    return np.sqrt(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def _dist_pairwise(img: np.ndarray, a: int, b: int, c: int, r: np.ndarray) -> float:
+    # numpy's pairwise summation of a row of 8 to 128 elements: 8 accumulators, combined as a tree.
+    for j in range(8):
+        d = img[a + j] - img[b + j]
+        r[j] = d * d
+    i = 8
+    while i < c - (c % 8):
+        for j in range(8):
+            d = img[a + i + j] - img[b + i + j]
+            r[j] = r[j] + d * d
+        i += 8
+    s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < c:
+        d = img[a + i] - img[b + i]
+        s = s + d * d
+        i += 1
+    return np.sqrt(s)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dist(img: np.ndarray, a: int, b: int, c: int, r: np.ndarray) -> float:
+    # sqrt(np.sum((x_a - x_b) ** 2, axis=-1)) as numpy computes it: a plain left-to-right sum below 8
+    # channels, its 8-accumulator pairwise sum from 8 to 128.
+    if c < 8:
+        return _dist_short(img, a, b, c)
+    return _dist_pairwise(img, a, b, c, r)
+
+
+@numba.njit(cache=True, nogil=True)
+def _edges3(smooth: np.ndarray, h: int, w: int, c: int, weights: np.ndarray, packed: np.ndarray,
+            counts: np.ndarray, id_bits: int) -> bool:
+    # The 3-channel case: a row's weights first, direction by direction in loops that vectorise (the
+    # square roots dominate), then keys and histograms in edge-id order.
+    counts[:] = 0
     shift = np.uint64(id_bits)
+    m = np.uint64((1 << DIGIT_BITS) - 1)
+    d1 = np.uint64(DIGIT_BITS)
+    d2 = np.uint64(2 * DIGIT_BITS)
+    row = np.zeros((4, w), dtype=np.float64)
+    any_key = np.uint64(0)
+    e = 0
+    for y in range(h):
+        a0 = 3 * y * w
+        b0 = a0 + 3 * w
+        for x in range(w - 1):
+            row[0, x] = _dist3(smooth, a0 + 3 * x + 3, a0 + 3 * x)
+        n_dirs = 1
+        if y + 1 < h:
+            n_dirs = 4
+            for x in range(w):
+                row[1, x] = _dist3(smooth, b0 + 3 * x, a0 + 3 * x)
+            for x in range(w - 1):
+                row[2, x] = _dist3(smooth, b0 + 3 * x + 3, a0 + 3 * x)
+            for x in range(w - 1):
+                row[3, x] = _dist3(smooth, b0 + 3 * x, a0 + 3 * x + 3)
+        for x in range(w):
+            i = 4 * (y * w + x)
+            for d in range(n_dirs if x + 1 < w else min(n_dirs, 2)):
+                if x + 1 == w and d == 0:
+                    continue
+                v = row[d, x]
+                weights[i + d] = v
+                key = _key(np.float64(v).view(np.uint64))
+                any_key |= key
+                counts[0, key & m] += 1
+                counts[1, (key >> d1) & m] += 1
+                counts[2, (key >> d2) & m] += 1
+                packed[e] = (key << shift) | np.uint64(i + d)
+                e += 1
+    return any_key < np.uint64(1 << (3 * DIGIT_BITS))
+
+
+@numba.njit(cache=True, nogil=True)
+def _edges_any(smooth: np.ndarray, h: int, w: int, c: int, weights: np.ndarray, packed: np.ndarray,
+               counts: np.ndarray, id_bits: int) -> bool:
+    counts[:] = 0
+    shift = np.uint64(id_bits)
+    m = np.uint64((1 << DIGIT_BITS) - 1)
+    d1 = np.uint64(DIGIT_BITS)
+    d2 = np.uint64(2 * DIGIT_BITS)
+    r = np.empty(8, dtype=np.float64)
+    any_key = np.uint64(0)
     e = 0
     for y in range(h):
         for x in range(w):
             p = y * w + x
-            if x + 1 < w:
-                weights[4 * p] = _dist(smooth, y, x + 1, y, x)
-            if y + 1 < h:
-                weights[4 * p + 1] = _dist(smooth, y + 1, x, y, x)
-                if x + 1 < w:
-                    weights[4 * p + 2] = _dist(smooth, y + 1, x + 1, y, x)
-                    weights[4 * p + 3] = _dist(smooth, y + 1, x, y, x + 1)
+            a = c * p
+            below = a + c * w
+            i = 4 * p
             for d in range(4):
-                exists = (d == 0 and x + 1 < w) or (d == 1 and y + 1 < h) or (d >= 2 and x + 1 < w and y + 1 < h)
-                if exists:
-                    i = 4 * p + d
-                    packed[e] = ((bits[i] >> shift) << shift) | np.uint64(i)
-                    e += 1
+                if d == 0:
+                    if x + 1 == w:
+                        continue
+                    v = _dist(smooth, a + c, a, c, r)
+                elif y + 1 == h:
+                    break
+                elif d == 1:
+                    v = _dist(smooth, below, a, c, r)
+                elif x + 1 == w:
+                    break
+                elif d == 2:
+                    v = _dist(smooth, below + c, a, c, r)
+                else:
+                    v = _dist(smooth, below, a + c, c, r)
+                weights[i + d] = v
+                key = _key(np.float64(v).view(np.uint64))
+                any_key |= key
+                counts[0, key & m] += 1
+                counts[1, (key >> d1) & m] += 1
+                counts[2, (key >> d2) & m] += 1
+                packed[e] = (key << shift) | np.uint64(i + d)
+                e += 1
+    return any_key < np.uint64(1 << (3 * DIGIT_BITS))
 
 
-def id_bits_for(n_pixels: int) -> int:
-    """Bits needed for edge ids ``4 * pixel + direction`` of an image of ``n_pixels``."""
-    return max(1, int(4 * n_pixels - 1).bit_length())
+def edge_weights(
+    smooth: np.ndarray, h: int, w: int, c: int, weights: np.ndarray, packed: np.ndarray, counts: np.ndarray,
+    id_bits: int,
+) -> bool:
+    """Weights of the 8-neighbour graph of an (H*W*C,) float64 image into ``weights[4 * pixel + direction]``
+    (entries of edges off the border are left as they were), and in the same pass ``pack_keys``' work for
+    ``drop = 0`` and three 10-bit digits (``counts`` (3, 1024)). Returns False when some key needs more than
+    30 bits (weights of 2 or more: values outside [0, 1] or more than 3 channels); then call ``pack_keys``.
+    """
+    return (_edges3 if c == 3 else _edges_any)(smooth, h, w, c, weights, packed, counts, id_bits)
+
+
+def max_weight(weights: np.ndarray, h: int, w: int) -> float:
+    """Largest edge weight (the unused entries of ``weights`` at the image border skipped)."""
+    wv = weights.reshape(h, w, 4)
+    top = float(wv[:, :-1, 0].max(initial=0.0))
+    if h > 1:
+        top = max(top, float(wv[:-1, :, 1].max(initial=0.0)), float(wv[:-1, :-1, 2:].max(initial=0.0)))
+    return top
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _key(bits: np.uint64) -> np.uint64:
+    k = bits >> _KEY_SHIFT
+    return k - _KEY_BASE if k > _KEY_BASE else np.uint64(0)
+
+
+def key_of(weight: float) -> int:
+    """The sort key of a non-negative weight (see ``_KEY_SHIFT``)."""
+    k = int(np.float64(weight).view(np.uint64)) >> 29
+    return max(0, k - (0x381 << 23))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pack_one(bits: np.ndarray, i: int, drop: np.uint64, shift: np.uint64, counts: np.ndarray) -> np.uint64:
+    key = _key(bits[i]) >> drop
+    mask = np.uint64((1 << DIGIT_BITS) - 1)
+    for q in range(counts.shape[0]):
+        counts[q, (key >> np.uint64(DIGIT_BITS * q)) & mask] += 1
+    return (key << shift) | np.uint64(i)
 
 
 @numba.njit(cache=True, nogil=True)
-def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: np.ndarray, id_bits: int) -> None:
-    """Exact stable sort of edges by float64 weight (ties by edge id) into ``order`` (E,) uint32.
+def pack_keys(
+    weights: np.ndarray, h: int, w: int, packed: np.ndarray, counts: np.ndarray, id_bits: int, drop: int
+) -> None:
+    """``packed[e] = (key >> drop) << id_bits | id`` for every edge in id order, and each radix digit's
+    histogram in ``counts`` (passes, 1024), zeroed here."""
+    counts[:] = 0
+    bits = weights.view(np.uint64)
+    shift = np.uint64(id_bits)
+    dshift = np.uint64(drop)
+    e = 0
+    for y in range(h - 1):
+        for x in range(w - 1):
+            p = 4 * (y * w + x)
+            for d in range(4):
+                packed[e + d] = _pack_one(bits, p + d, dshift, shift, counts)
+            e += 4
+        packed[e] = _pack_one(bits, 4 * (y * w + w - 1) + 1, dshift, shift, counts)
+        e += 1
+    for x in range(w - 1):
+        packed[e] = _pack_one(bits, 4 * ((h - 1) * w + x), dshift, shift, counts)
+        e += 1
 
-    Non-negative floats order like their bit patterns. ``packed`` holds each weight's upper ``64 - id_bits``
-    bits above its edge id; an LSD radix sort on those bits (11-bit digits; keys and ids travel together so
-    that every pass streams) orders the edges by weight up to the dropped low bits. Edges whose kept bits tie
-    but whose weights differ in the dropped bits (rare: a relative difference below 2**(id_bits - 52)) are
-    then put in order by full weight. Nothing is quantised. ``packed`` and ``tmp`` are overwritten.
+
+@numba.njit(cache=True, nogil=True)
+def sort_edges(
+    packed: np.ndarray,
+    tmp: np.ndarray,
+    counts: np.ndarray,
+    id_bits: int,
+    drop: int,
+    weights: np.ndarray,
+    order: np.ndarray,
+    sorted_w: np.ndarray,
+) -> None:
+    """Exact stable sort of edges by float64 weight (ties by edge id): ``order`` (E,) uint32 edge ids and
+    ``sorted_w`` (E,) float64 their weights, in processing order.
+
+    An LSD radix sort (10-bit digits; keys and ids travel together so that every pass streams) orders the
+    packed keys; edges whose keys tie but whose weights
+    differ in the truncated bits are then put in order by full weight, stably. Nothing is quantised.
+    ``packed`` and ``tmp`` are overwritten.
     """
     n = packed.size
-    radix = 2048
+    radix = 1 << DIGIT_BITS
     mask = np.uint64(radix - 1)
-    n_passes = (64 - id_bits + 10) // 11
-    counts = np.zeros((n_passes, radix), dtype=np.int64)
-    for i in range(n):
-        v = packed[i]
-        for p in range(n_passes):
-            counts[p, (v >> np.uint64(id_bits + 11 * p)) & mask] += 1
+    id_mask = np.uint64((1 << id_bits) - 1)
     src = packed
     start = np.empty(radix, dtype=np.int64)
-    for p in range(n_passes):
-        shift = np.uint64(id_bits + 11 * p)
-        if n == 0 or counts[p, (src[0] >> shift) & mask] == n:
-            continue
+    for q in range(counts.shape[0]):
+        shift = np.uint64(id_bits + DIGIT_BITS * q)
+        if n == 0 or counts[q, (src[0] >> shift) & mask] == n:
+            continue  # one bucket: this digit is the same everywhere
         total = 0
         for b in range(radix):
             start[b] = total
-            total += counts[p, b]
+            total += counts[q, b]
         for i in range(n):
             v = src[i]
             b = (v >> shift) & mask
@@ -156,123 +352,48 @@ def sort_edges(packed: np.ndarray, tmp: np.ndarray, weights: np.ndarray, order: 
             tmp[j] = v
             start[b] = j + 1
         src, tmp = tmp, src
-    id_mask = np.uint64((1 << id_bits) - 1)
-    key_shift = np.uint64(id_bits)
+    # The weights are gathered here, in a loop of independent loads, rather than in the merge loop, where
+    # they would queue behind its dependent union-find loads.
     for i in range(n):
-        order[i] = np.uint32(src[i] & id_mask)
-    # Runs of equal kept bits are finished by full weight, stably: insertion sort for short runs (a run of
-    # equal weights, like the zero-weight edges of flat areas, costs one test per edge), merge sort for long
-    # ones (smooth gradients give long runs of distinct weights).
-    i = 0
+        ident = src[i] & id_mask
+        order[i] = np.uint32(ident)
+        sorted_w[i] = weights[ident]
+    # Out-of-order neighbours can only sit inside a run of equal keys: sort such runs stably by weight.
+    bits = sorted_w.view(np.uint64)
+    dshift = np.uint64(drop)
+    i = 1
     while i < n:
-        hi = src[i] >> key_shift
-        j = i + 1
-        while j < n and (src[j] >> key_shift) == hi:
-            j += 1
-        if j - i > 32:
-            run = order[i:j].copy()
-            keys = np.empty(j - i, dtype=np.float64)
-            for a in range(j - i):
-                keys[a] = weights[run[a]]
-            perm = np.argsort(keys, kind="mergesort")
-            for a in range(j - i):
-                order[i + a] = run[perm[a]]
-        else:
-            for a in range(i + 1, j):
-                e = order[a]
-                key = weights[e]
-                b = a - 1
-                while b >= i and weights[order[b]] > key:
-                    order[b + 1] = order[b]
-                    b -= 1
-                order[b + 1] = e
-        i = j
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _pixels(e: int, first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
-    # Table lookups instead of a branch on the direction, which the sorted order makes unpredictable.
-    p = e >> 2
-    d = e & 3
-    return p + first[d], p + second[d]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _find(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]  # path halving
-        i = parent[i]
-    return i
+        if sorted_w[i] >= sorted_w[i - 1]:
+            i += 1
+            continue
+        key = _key(bits[i]) >> dshift
+        lo = i - 1
+        while lo > 0 and (_key(bits[lo - 1]) >> dshift) == key:
+            lo -= 1
+        end = i + 1
+        while end < n and (_key(bits[end]) >> dshift) == key:
+            end += 1
+        _sort_run(order, sorted_w, lo, end)
+        i = end
 
 
 @numba.njit(cache=True, nogil=True)
-def segment_graph(
-    order: np.ndarray,
-    weights: np.ndarray,
-    h: int,
-    w: int,
-    scale: float,
-    min_size: int,
-    parent: np.ndarray,
-    size: np.ndarray,
-    cint: np.ndarray,
-    rejected: np.ndarray,
-    root_label: np.ndarray,
-) -> np.ndarray:
-    """Greedy FH merging over edges in ``order``, then the min-size pass; returns raster-order dense labels.
-
-    ``parent``, ``size``, ``root_label`` (N,) int32, ``cint`` (N,) float64 (here: each root's threshold) and
-    ``rejected`` (E,) uint32 are scratch buffers (contents ignored).
-    """
-    n = h * w
-    first = np.array([1, w, w + 1, w], dtype=np.int64)
-    second = np.array([0, 0, 0, 1], dtype=np.int64)
-    # Each root's merge threshold float32(cint + scale / size) changes only when the root absorbs another
-    # component, so it is kept per root instead of being recomputed (two divisions) for every edge; the
-    # values are the ones skimage computes.
-    threshold = np.float32(scale / 1.0)
-    for i in range(n):
-        parent[i] = i
-        size[i] = 1
-        cint[i] = threshold
-        root_label[i] = -1
-    # Only edges the main pass rejected can join two components in the min-size pass: accepted edges and
-    # edges already inside a component stay inside one, since components only grow.
-    n_rejected = 0
-    for i in range(order.size):
-        e = np.int64(order[i])
-        p, q = _pixels(e, first, second)
-        a = _find(parent, p)
-        b = _find(parent, q)
-        if a == b:
-            continue
-        cost = weights[e]
-        if cost < np.float64(min(np.float32(cint[a]), np.float32(cint[b]))):
-            if size[a] < size[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-            cint[a] = np.float32(cost + scale / size[a])
-        else:
-            rejected[n_rejected] = e
-            n_rejected += 1
-    for i in range(n_rejected):
-        p, q = _pixels(np.int64(rejected[i]), first, second)
-        a = _find(parent, p)
-        b = _find(parent, q)
-        if a == b:
-            continue
-        if size[a] < min_size or size[b] < min_size:
-            if size[a] < size[b]:
-                a, b = b, a
-            parent[b] = a
-            size[a] += size[b]
-    labels = np.empty(n, dtype=np.int32)
-    next_label = 0
-    for i in range(n):
-        r = _find(parent, i)
-        if root_label[r] < 0:
-            root_label[r] = next_label
-            next_label += 1
-        labels[i] = root_label[r]
-    return labels.reshape(h, w)
+def _sort_run(order: np.ndarray, sorted_w: np.ndarray, lo: int, hi: int) -> None:
+    if hi - lo > 32:
+        perm = np.argsort(sorted_w[lo:hi], kind="mergesort")
+        run_o = order[lo:hi].copy()
+        run_w = sorted_w[lo:hi].copy()
+        for a in range(hi - lo):
+            order[lo + a] = run_o[perm[a]]
+            sorted_w[lo + a] = run_w[perm[a]]
+        return
+    for a in range(lo + 1, hi):
+        e = order[a]
+        key = sorted_w[a]
+        b = a - 1
+        while b >= lo and sorted_w[b] > key:
+            order[b + 1] = order[b]
+            sorted_w[b + 1] = sorted_w[b]
+            b -= 1
+        order[b + 1] = e
+        sorted_w[b + 1] = key

@@ -166,3 +166,78 @@ def _run_boxes(
             boxes[k, :2] = lo[k]
             boxes[k, 2:] = hi[k] - lo[k] + 1
     return areas, boxes
+
+
+@numba.njit(cache=True, nogil=True)
+def _tiling_runs(counts: np.ndarray, offsets: np.ndarray, n_pixels: int):
+    # The foreground runs of K segments (COCO counts, flat with (K + 1,) offsets) sorted by start, checked to
+    # tile the image. Returns (starts, segs, code, a, b): code 0 ok; 1: segment a's runs sum to b pixels;
+    # 2: segment a overlaps segment b; 3: pixel a is covered by no segment.
+    k = offsets.size - 1
+    n_runs = 0
+    for s in range(k):
+        total = 0
+        for t in range(offsets[s], offsets[s + 1]):
+            if (t - offsets[s]) % 2 == 1 and counts[t] > 0:
+                n_runs += 1
+            total += counts[t]
+        if total != n_pixels:
+            return np.empty(0, np.int64), np.empty(0, np.int64), 1, s, total
+    starts = np.empty(n_runs, np.int64)
+    ends = np.empty(n_runs, np.int64)
+    segs = np.empty(n_runs, np.int64)
+    r = 0
+    for s in range(k):
+        pos = 0
+        for t in range(offsets[s], offsets[s + 1]):
+            c = counts[t]
+            if (t - offsets[s]) % 2 == 1 and c > 0:
+                starts[r] = pos
+                ends[r] = pos + c
+                segs[r] = s
+                r += 1
+            pos += c
+    if k <= 64:
+        starts, ends, segs = _merge_by_start(starts, ends, segs, k)
+    else:
+        order = np.argsort(starts, kind="mergesort")
+        starts, ends, segs = starts[order], ends[order], segs[order]
+    covered = 0
+    for r in range(n_runs):
+        if starts[r] < covered:
+            return starts, segs, 2, segs[r], segs[r - 1]
+        if starts[r] > covered:
+            return starts, segs, 3, covered, 0
+        covered = ends[r]
+    if covered < n_pixels:
+        return starts, segs, 3, covered, 0
+    return starts, segs, 0, 0, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_by_start(starts: np.ndarray, ends: np.ndarray, segs: np.ndarray, k: int):
+    # Each segment's runs are already in start order: a k-way merge (linear scan of k heads, few segments)
+    # instead of a sort. Stable: equal starts keep segment order, like the stable argsort it replaces.
+    n = starts.size
+    head = np.empty(k + 1, np.int64)
+    stop = np.empty(k, np.int64)
+    r = 0
+    for s in range(k):
+        head[s] = r
+        while r < n and segs[r] == s:
+            r += 1
+        stop[s] = r
+    out_s = np.empty(n, np.int64)
+    out_e = np.empty(n, np.int64)
+    out_g = np.empty(n, np.int64)
+    for i in range(n):
+        best = -1
+        for s in range(k):
+            if head[s] < stop[s] and (best < 0 or starts[head[s]] < starts[head[best]]):
+                best = s
+        j = head[best]
+        out_s[i] = starts[j]
+        out_e[i] = ends[j]
+        out_g[i] = best
+        head[best] = j + 1
+    return out_s, out_e, out_g

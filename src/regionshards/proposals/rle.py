@@ -23,6 +23,7 @@ from ._rle_kernels import (
     _counts_to_chars,
     _paint_rows,
     _run_boxes,
+    _tiling_runs,
 )
 
 
@@ -182,6 +183,17 @@ def decode_segments(rles: Sequence[dict[str, Any]]) -> np.ndarray:
         ValueError: naming the segment whose size differs, whose runs do not sum to H*W, which overlaps
             another, or a pixel that no segment covers.
     """
+    starts, segs, height, width = segment_runs(rles)
+    return _paint_rows(starts, segs, height, width)
+
+
+def segment_runs(rles: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The runs of a partition given as one RLE per segment, checked as ``decode_segments`` checks them.
+
+    Returns:
+        ``(starts, segs, H, W)``: (R,) int64 column-major start of every foreground run, increasing (the runs
+        tile the image, each ending where the next starts), and (R,) the segment index of each run.
+    """
     if len(rles) == 0:
         raise ValueError("need at least one segment to know the image size")
     sizes = [_size_of(rle, i) for i, rle in enumerate(rles)]
@@ -192,23 +204,14 @@ def decode_segments(rles: Sequence[dict[str, Any]]) -> np.ndarray:
     if height * width == 0:
         raise ValueError(f"cannot decode an empty {height}x{width} label map")
     counts, offsets = _gather_counts(rles)
-    starts, ends, segs, totals = _foreground_runs(counts, offsets)
-    n_pixels = height * width
-    bad = np.flatnonzero(totals != n_pixels)
-    if bad.size:
-        raise ValueError(f"segment {bad[0]}: runs sum to {totals[bad[0]]} pixels, expected H*W = {n_pixels}")
-    order = np.argsort(starts, kind="stable")
-    starts, ends, segs = starts[order], ends[order], segs[order]
-    # The runs tile the image exactly when each starts where the previous one ended and the last ends at H*W.
-    covered = np.concatenate([[0], ends])
-    overlap = np.flatnonzero(starts < covered[:-1])
-    gap = np.flatnonzero(np.append(starts, n_pixels) > covered)
-    if overlap.size and (not gap.size or overlap[0] < gap[0]):
-        raise ValueError(f"segment {segs[overlap[0]]} overlaps segment {segs[overlap[0] - 1]}")
-    if gap.size:
-        p = int(covered[gap[0]])
-        raise ValueError(f"pixel (y={p % height}, x={p // height}) is covered by no segment")
-    return _paint_rows(starts, segs, height, width)
+    starts, segs, code, a, b = _tiling_runs(counts.astype(np.int64, copy=False), offsets, height * width)
+    if code == 1:
+        raise ValueError(f"segment {a}: runs sum to {b} pixels, expected H*W = {height * width}")
+    if code == 2:
+        raise ValueError(f"segment {a} overlaps segment {b}")
+    if code == 3:
+        raise ValueError(f"pixel (y={a % height}, x={a // height}) is covered by no segment")
+    return starts, segs, height, width
 
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _ss_kernels as k
 from ._image import as_rgb_uint8
-from .fh import felzenszwalb
+from .fh import felzenszwalb, felzenszwalb_many
 
 Variant = Literal["soco", "alpacadb", "opencv-fast", "opencv-quality"]
 VARIANTS: tuple[str, ...] = ("soco", "alpacadb", "opencv-fast", "opencv-quality")
@@ -77,7 +77,11 @@ def selective_search(
     """Selective-search proposals of an RGB image.
 
     Args:
-        image: (H, W, 3) uint8 RGB (grey, RGBA, uint16 and float in [0, 1] converted as in ``as_rgb_uint8``).
+        image: (H, W, 3) uint8 RGB; uint8 grey (H, W) / (H, W, 1) is replicated to RGB and RGBA loses its alpha
+            (inputs the reference refuses: it asserts three channels). Other dtypes raise ``ValueError``: the
+            reference accepts them but computes its colour histograms on the raw values over a 0..255 range
+            (16-bit values fall outside it, [0, 1] floats all land in one bin), which is not reproduced;
+            convert to uint8 RGB first (``regionshards.images`` does for files).
         scale, sigma, min_size: FH parameters of the initial segmentation; ``None`` → SoCo's (300, 0.9, 100).
             For the OpenCV variants ``scale`` sets ``base_k`` and ``inc_k`` and ``sigma`` the FH sigma of each
             strategy (``None`` → OpenCV's 150 and 0.8); ``min_size`` does not apply there.
@@ -106,7 +110,7 @@ def selective_search(
     Returns:
         ``Proposals`` with every initial region then every merge, in the reference's order.
     """
-    rgb = as_rgb_uint8(image)
+    rgb = _uint8_rgb(image)
     if variant in ("soco", "alpacadb"):
         return _selective_search_faithful(
             rgb,
@@ -122,11 +126,50 @@ def selective_search(
     raise ValueError(f"unknown selective search variant {variant!r}; choose one of {VARIANTS}")
 
 
+def segments_and_proposals(
+    image: np.ndarray,
+    segments: tuple[float, float, int] = (1000, 0.8, 1000),
+    proposals: tuple[float, float, int] = (300, 0.9, 100),
+    variant: Literal["soco", "alpacadb"] = "soco",
+) -> tuple[np.ndarray, Proposals]:
+    """DetCon's FH segments and SoCo's selective-search proposals of one image in one call.
+
+    Equal to ``(felzenszwalb(image, *segments), selective_search(image, *proposals, variant=variant))``
+    for a uint8 RGB image (same checks and conversions as ``selective_search``), computed with the input
+    checked and converted once and, when both parameter sets share a sigma, one smoothed and sorted edge
+    graph merged twice (``felzenszwalb_many``).
+
+    Returns:
+        (H, W) int32 FH label map for ``segments`` and the ``Proposals`` for ``proposals``.
+    """
+    if variant not in ("soco", "alpacadb"):
+        raise ValueError(f"segments_and_proposals runs the faithful variants 'soco' or 'alpacadb'; got {variant!r}")
+    rgb = _uint8_rgb(image)
+    labels, ss_labels = felzenszwalb_many(rgb, [segments, proposals])
+    return labels, _selective_search_faithful(rgb, *proposals, _TEXTURE_BIN[variant], ss_labels)
+
+
+def _uint8_rgb(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(
+            f"selective_search needs a uint8 RGB image, got dtype {a.dtype} (shape {a.shape}): "
+            "convert it to uint8 RGB first"
+        )
+    return as_rgb_uint8(a)
+
+
 def _selective_search_faithful(
-    rgb: np.ndarray, scale: float, sigma: float, min_size: int, bin_of_code: np.ndarray
+    rgb: np.ndarray,
+    scale: float,
+    sigma: float,
+    min_size: int,
+    bin_of_code: np.ndarray,
+    segments: np.ndarray | None = None,
 ) -> Proposals:
     h, w = rgb.shape[:2]
-    segments = felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, backend="exact")
+    if segments is None:
+        segments = felzenszwalb(rgb, scale=scale, sigma=sigma, min_size=min_size, backend="exact")
     n = int(segments.max()) + 1
     v_bin, t_bins = k.pixel_bins(rgb, _LBP_RP, _LBP_CP, _V_BIN, bin_of_code)
     bbox0, size0, hist0 = k.region_stats(segments, v_bin, t_bins, n)

@@ -1,0 +1,192 @@
+"""numba kernel of the merging step of the exact Felzenszwalb–Huttenlocher segmentation (see fh.py).
+
+skimage's arithmetic: float32 inner costs ``cint + scale / size`` (skimage keeps them in C floats), a strict
+``cost < min(threshold_a, threshold_b)`` test in float64, then the min-size pass over the edges in the same
+order. Components are numbered in raster order of first appearance, which is skimage's order (its root is
+always a component's smallest pixel index).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# Union-find forest in one int64 per pixel: a non-root holds its parent's index (>= 0); a root holds
+# ROOT | size << 32 | float32 bits of its merge threshold (negative as an int64), so the find that reaches
+# a root has also loaded its size and threshold (one cache line instead of three arrays).
+_ROOT = np.int64(-(1 << 63))
+_LOW = np.int64(0xFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _find(forest: np.ndarray, i: int) -> int:
+    while True:
+        r = forest[i]
+        if r < 0:
+            return i
+        g = forest[r]
+        if g < 0:
+            return r
+        forest[i] = g  # path halving
+        i = g
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _size(forest: np.ndarray, root: int) -> int:
+    return (forest[root] >> 32) & 0x7FFFFFFF
+
+
+@numba.njit(cache=True, nogil=True)
+def segment_graph(
+    order: np.ndarray,
+    sorted_w: np.ndarray,
+    h: int,
+    w: int,
+    scale: float,
+    min_size: int,
+    check_ties: bool,
+    forest: np.ndarray,
+    rejected: np.ndarray,
+    rejected_w: np.ndarray,
+    mark: np.ndarray,
+    labels: np.ndarray,
+) -> bool:
+    """Greedy FH merging over edges in ``order``, then the min-size pass; raster-order dense labels into
+    ``labels`` (H*W,) int32. Returns False, without finishing, when ``check_ties`` is set and a run of equal
+    weights could have given another result in another order (see fh.py).
+
+    ``forest`` (N,) int64, ``mark`` (N,) int32, ``rejected`` (E,) uint32 and ``rejected_w`` (E,) float64 are
+    scratch buffers (contents ignored).
+    """
+    first = np.array([1, w, w + 1, w], dtype=np.int64)
+    second = np.array([0, 0, 0, 1], dtype=np.int64)
+    _init(forest, mark, scale)
+    threshold = forest.view(np.float32)
+    # Only rejected edges can join two components in the min-size pass: accepted edges and edges already
+    # inside a component stay inside one, since components only grow.
+    n_rejected = 0
+    for i in range(order.size):
+        e = np.int64(order[i])
+        a = _find(forest, (e >> 2) + first[e & 3])
+        b = _find(forest, (e >> 2) + second[e & 3])
+        if a != b:
+            cost = sorted_w[i]
+            if cost < np.float64(min(threshold[2 * a], threshold[2 * b])):
+                sa = _size(forest, a)
+                sb = _size(forest, b)
+                if sa < sb:
+                    a, b = b, a
+                s = sa + sb
+                forest[b] = a
+                t = np.float32(cost + scale / s)
+                forest[a] = _ROOT | (np.int64(s) << 32)
+                threshold[2 * a] = t
+                # A merged component whose threshold rounds down to the weight itself closes early, and
+                # then the order within a run of equal weights matters.
+                if check_ties and np.float64(t) <= cost and _in_tie(sorted_w, i):
+                    return False
+            else:
+                rejected[n_rejected] = e
+                rejected_w[n_rejected] = cost
+                n_rejected += 1
+    return _finish(n_rejected, first, second, min_size, check_ties, forest, rejected, rejected_w, mark, labels)
+
+
+@numba.njit(cache=True, nogil=True)
+def _init(forest: np.ndarray, mark: np.ndarray, scale: float) -> None:
+    # Each root's merge threshold float32(cint + scale / size) changes only when the root absorbs another
+    # component, so it is kept per root instead of being recomputed (two divisions) for every edge; the
+    # values are the ones skimage computes.
+    threshold = forest.view(np.float32)  # threshold[2 * root]: the low half of the root's word
+    for i in range(forest.size):
+        forest[i] = _ROOT | (np.int64(1) << 32)
+        threshold[2 * i] = np.float32(0.0 + scale / 1.0)
+        mark[i] = -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish(
+    n_rejected: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    min_size: int,
+    check_ties: bool,
+    forest: np.ndarray,
+    rejected: np.ndarray,
+    rejected_w: np.ndarray,
+    mark: np.ndarray,
+    labels: np.ndarray,
+) -> bool:
+    """The min-size pass over the rejected edges, then raster-order labels; False for an order-dependent tie."""
+    i = 0
+    while i < n_rejected:
+        if check_ties and i + 1 < n_rejected and rejected_w[i + 1] == rejected_w[i]:
+            j = i + 1
+            while j < n_rejected and rejected_w[j] == rejected_w[i]:
+                j += 1
+            if not _tie_run_is_order_free(rejected, i, j, first, second, forest, min_size, mark):
+                return False
+        else:
+            j = i + 1
+        for r in range(i, j):
+            e = np.int64(rejected[r])
+            a = _find(forest, (e >> 2) + first[e & 3])
+            b = _find(forest, (e >> 2) + second[e & 3])
+            if a == b:
+                continue
+            sa = _size(forest, a)
+            sb = _size(forest, b)
+            if sa < min_size or sb < min_size:
+                if sa < sb:
+                    a, b = b, a
+                forest[b] = a
+                forest[a] = (forest[a] & _LOW) | _ROOT | (np.int64(sa + sb) << 32)
+        i = j
+    next_label = 0
+    for i in range(forest.size):
+        r = _find(forest, i)
+        if mark[r] < 0:
+            mark[r] = next_label
+            next_label += 1
+        labels[i] = mark[r]
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_tie(sorted_w: np.ndarray, i: int) -> bool:
+    return (i > 0 and sorted_w[i - 1] == sorted_w[i]) or (i + 1 < sorted_w.size and sorted_w[i + 1] == sorted_w[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _tie_run_is_order_free(
+    rejected: np.ndarray,
+    lo: int,
+    hi: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    forest: np.ndarray,
+    min_size: int,
+    mark: np.ndarray,
+) -> bool:
+    """Whether the min-size pass gives the same partition for every order of the equal-weight edges
+    ``rejected[lo:hi]``: it does when no component smaller than ``min_size`` has edges in the run to two
+    different components (each small component then joins its only partner whatever the order, and edges
+    between two large components never merge). ``mark`` is -1 everywhere on entry and on return."""
+    ok = True
+    for r in range(lo, hi):
+        e = np.int64(rejected[r])
+        a = _find(forest, (e >> 2) + first[e & 3])
+        b = _find(forest, (e >> 2) + second[e & 3])
+        if a == b:
+            continue
+        for s, other in ((a, b), (b, a)):
+            if _size(forest, s) < min_size:
+                if mark[s] < 0:
+                    mark[s] = other
+                elif mark[s] != other:
+                    ok = False
+    for r in range(lo, hi):
+        e = np.int64(rejected[r])
+        mark[_find(forest, (e >> 2) + first[e & 3])] = -1
+        mark[_find(forest, (e >> 2) + second[e & 3])] = -1
+    return ok
