@@ -2,8 +2,8 @@
 
 from .config import config_differences, make_config
 from .lock import LockedError
-from .runner import ConfigMismatchError, OutputError, ShardFailedError, run_build
+from .runner import ConfigMismatchError, OutputError, ShardFailedError, StorageError, run_build
 from .sources import ImageRef, SourceError, SourceListing, list_source
 
 __all__ = ["ConfigMismatchError", "ImageRef", "LockedError", "OutputError", "ShardFailedError", "SourceError",
-           "SourceListing", "config_differences", "list_source", "make_config", "run_build"]
+           "SourceListing", "StorageError", "config_differences", "list_source", "make_config", "run_build"]

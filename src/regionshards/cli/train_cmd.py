@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .options import Location
+
 _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
     "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
     "steps": "steps", "workers": "workers", "seed": "seed", "base_lr": "base_lr", "weight_decay": "weight_decay",
@@ -19,7 +21,7 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 @click.command("train")
 @click.option("--method", type=click.Choice(["detcon-b", "detcon-s", "soco", "soco-star", "detco"]), default="detcon-b",
               show_default=True)
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="Dataset folder (built).")
+@click.option("--data", required=True, type=Location(exists=True), help="Dataset folder (built; or s3://...).")
 @click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
               default="resnet50", show_default=True)

@@ -21,6 +21,7 @@ S3-compatible server), or from URI query parameters (``s3://bucket/out?endpoint_
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import io
@@ -54,6 +55,10 @@ def _filesystem(url: str) -> tuple[Any, str]:
 def _cached_filesystem(url: str, env: tuple[str | None, ...]) -> tuple[Any, str]:
     from pyarrow import fs as pafs
 
+    if _cached_filesystem.cache_info().currsize == 0:
+        # pyarrow finalises its S3 client at exit; a filesystem still alive then aborts the process ("terminate
+        # called without an active exception"). atexit runs last-registered first: this runs before pyarrow's.
+        atexit.register(_cached_filesystem.cache_clear)
     return pafs.FileSystem.from_uri(url)
 
 
@@ -88,8 +93,8 @@ def _kind(info: Any) -> str | None:
 class Store:
     """A dataset folder: ``Store("out/")``, ``Store("s3://bucket/run1")``. Names are single components."""
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
-        text = os.fspath(url)
+    def __init__(self, url: str | os.PathLike[str] | Store) -> None:
+        text = url.url if isinstance(url, Store) else os.fspath(url)
         self.local: Path | None = local_path(text)
         self.url = str(self.local) if self.local is not None else text.rstrip("/")
         if self.local is None:
