@@ -87,6 +87,67 @@ def test_store_on_s3_writes_whole_objects_lists_and_refuses_what_it_must(s3) -> 
     assert store.names() == ["b.bin", "sub"]
 
 
+def test_lock_object_refuses_a_second_build_and_takes_over_a_dead_one(s3) -> None:
+    import socket
+
+    from regionshards.builder.lock import LOCK_NAME, BuildLock, LockedError
+
+    out = Store(f"s3://{bucket()}/ds")
+    with BuildLock(out) as lock:
+        held = json.loads(out.read(LOCK_NAME, 4096))
+        assert held["pid"] == os.getpid() and held["token"] == lock.token
+        with pytest.raises(LockedError, match=rf"being built by pid {os.getpid()} .*remove s3://.*/\.regionshards\.lock"):
+            BuildLock(out).acquire()
+    assert LOCK_NAME not in out.names()  # released
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out.write(LOCK_NAME, json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "token": "x"}).encode())
+    with BuildLock(out) as lock:
+        assert lock.stale["pid"] == int(dead.stdout)  # a killed driver on this host: taken over
+    out.write(LOCK_NAME, json.dumps({"host": "elsewhere", "pid": 1, "token": "x"}).encode())
+    with pytest.raises(LockedError, match="on host elsewhere"):  # another host's lock is never guessed at
+        BuildLock(out).acquire()
+
+
+def test_missing_bucket_and_foreign_prefix_are_refused_before_ray(s3, tmp_path: Path) -> None:
+    from regionshards.builder import OutputError, list_source, make_config, run_build
+
+    listing = list_source(make_imagenet(tmp_path / "src"))
+    config = make_config(layout=listing.layout, classes=listing.classes)
+    with pytest.raises(OutputError, match="bucket 'rs-missing-bucket' does not exist"):
+        run_build(listing, "s3://rs-missing-bucket/out", config, progress=False)
+    foreign = Store(f"s3://{bucket()}/data")
+    foreign.write("notes.txt", b"mine")
+    with pytest.raises(OutputError, match="holds files that are not from a regionshards build .*notes.txt"):
+        run_build(listing, foreign.url, config, progress=False)
+
+
+def test_object_source_listing_layouts_and_unsafe_keys(s3, tmp_path: Path) -> None:
+    from regionshards.builder import SourceError, list_source
+
+    b = bucket()
+    upload(make_imagenet(tmp_path / "src"), f"s3://{b}/in")
+    listing = list_source(f"s3://{b}/in/")
+    assert listing.layout == "imagenet" and listing.classes == ["animal", "object"] and len(listing.refs) == 5
+    assert listing.refs[0].uri == f"s3://{b}/in/animal/chelsea_0.jpg"
+    weird = Store(f"s3://{b}/in/object")
+    weird.write("a b%3F?.jpg", b"x")  # '%', '?' and ' ' stay part of the key: read back through its URI
+    weird.write(".hidden.jpg", b"x")  # hidden: skipped as on a disk
+    boto3 = pytest.importorskip("boto3", reason="comes with moto")  # pyarrow normalises '..' away; S3 keeps it
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).put_object(Bucket=b, Key="in/object/../up.jpg",
+                                                                               Body=b"x")
+    refs = {r.source.path: r for r in list_source(f"s3://{b}/in").refs}
+    from regionshards.builder.worker import read_input
+
+    assert read_input(refs["object/a b%3F?.jpg"].uri)[0] == b"x"
+    assert ".hidden.jpg" not in str(sorted(refs))
+    unsafe = [r for r in refs.values() if ".." in (r.source.path or "")]
+    assert unsafe and all(r.listing_error[0] == "unsupported" and r.uri == "" for r in unsafe), sorted(refs)
+    with pytest.raises(SourceError, match="source not found or empty"):
+        list_source(f"s3://{b}/nothing")
+    with pytest.raises(SourceError, match="imagenet or folder layout"):
+        list_source(f"s3://{b}/in/list.txt")
+
+
 # --- build, resume, verify, reports, trainer ----------------------------------------------------------------
 
 
@@ -185,6 +246,25 @@ def test_trainer_stream_reads_an_s3_dataset(s3, tiny_dataset: Path) -> None:
     remote = next(iter(ShardStream(f"s3://{b}/tiny", cfg, epochs=1)))
     assert remote["keys"] == local["keys"] and remote["view0"].shape == (2, 3, 32, 32)
     assert bool((remote["view0"] == local["view0"]).all())
+
+
+def test_train_command_reads_an_s3_dataset(s3, tiny_dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the trainer needs the train extra (torch)")
+    from click.testing import CliRunner
+
+    from regionshards.cli.main import main
+
+    b = bucket()
+    upload(tiny_dataset, f"s3://{b}/tiny")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--method", "detcon-b", "--data", f"s3://{b}/tiny", "--out", str(run),
+                                       "--backbone", "resnet18", "--image-size", "32", "--batch-size", "2",
+                                       "--steps", "2", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    gone = CliRunner().invoke(main, ["train", "--method", "detcon-b", "--data", f"s3://{b}/none", "--out",
+                                     str(tmp_path / "r2"), "--steps", "1"])
+    assert gone.exit_code != 0 and f"s3://{b}/none" in gone.output
 
 
 # --- the server goes away mid-build -------------------------------------------------------------------------

@@ -123,6 +123,8 @@ def check_dataset(cfg: TrainConfig) -> None:
 
     path = Path(cfg.data)
     manifest_path = path / MANIFEST_NAME if path.is_dir() else path
+    if "://" in cfg.data and not cfg.data.startswith("file:"):  # an object-store dataset (s3://bucket/out)
+        manifest_path = cfg.data if cfg.data.endswith(".json") else f"{cfg.data.rstrip('/')}/{MANIFEST_NAME}"
     try:
         built = read_manifest(manifest_path)["config"]
     except (FileNotFoundError, ManifestError) as exc:
