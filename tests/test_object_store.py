@@ -196,7 +196,7 @@ def test_build_resume_verify_and_reports_on_s3(s3, tmp_path: Path) -> None:
     out.write("shard-000001.tar", now["shard-000001.tar"])
 
 
-def test_reports_and_trainer_stream_read_an_s3_dataset(s3, tiny_dataset: Path, tmp_path: Path) -> None:
+def test_reports_read_an_s3_dataset(s3, tiny_dataset: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from regionshards.cli.main import main
@@ -237,7 +237,7 @@ def test_eval_reads_an_s3_dataset(s3, tmp_path: Path) -> None:
 def test_trainer_stream_reads_an_s3_dataset(s3, tiny_dataset: Path) -> None:
     pytest.importorskip("torch", reason="the trainer needs the train extra (torch)")
     from regionshards.trainer.config import TrainConfig
-    from regionshards.trainer.data import ShardStream
+    from regionshards.trainer.data import ShardStream, make_loader
 
     b = bucket()
     upload(tiny_dataset, f"s3://{b}/tiny")
@@ -246,6 +246,9 @@ def test_trainer_stream_reads_an_s3_dataset(s3, tiny_dataset: Path) -> None:
     remote = next(iter(ShardStream(f"s3://{b}/tiny", cfg, epochs=1)))
     assert remote["keys"] == local["keys"] and remote["view0"].shape == (2, 3, 32, 32)
     assert bool((remote["view0"] == local["view0"]).all())
+    loader = make_loader(ShardStream(f"s3://{b}/tiny", cfg, epochs=1), 2)  # forkserver workers: each its own client
+    same = make_loader(ShardStream(tiny_dataset, cfg, epochs=1), 2)  # the plan depends on the worker count
+    assert [x["keys"] for x in loader] == [x["keys"] for x in same]
 
 
 def test_train_command_reads_an_s3_dataset(s3, tiny_dataset: Path, tmp_path: Path) -> None:

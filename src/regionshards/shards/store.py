@@ -16,7 +16,7 @@ the builder's resume and lock, the reports). Names inside a folder are single co
 Credentials and endpoint of an object store come from the environment, as ``pyarrow.fs`` reads them (for S3:
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``~/.aws/credentials``, instance
 metadata; ``AWS_REGION`` or ``AWS_DEFAULT_REGION``; ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for an
-S3-compatible server), or from URI query parameters (``s3://bucket/out?endpoint_override=host:9000``).
+S3-compatible server). Query parameters in the URL are not supported: the environment configures the store.
 """
 
 from __future__ import annotations
@@ -64,10 +64,9 @@ def _cached_filesystem(url: str, env: tuple[str | None, ...]) -> tuple[Any, str]
 
 def resolve(url: str) -> tuple[Any, str]:
     """``(pyarrow FileSystem, path inside it)`` of a URL that is not local (one filesystem object per URL)."""
-    if "?" in url:  # query parameters configure the filesystem: do not cache one per object
-        from pyarrow import fs as pafs
-
-        return pafs.FileSystem.from_uri(url)
+    if "?" in url or "#" in url:
+        raise ValueError(f"{url}: query parameters are not supported in a dataset URL; configure the store with "
+                         "the environment (AWS_ENDPOINT_URL, AWS_REGION ...)")
     base, sep, name = url.rstrip("/").rpartition("/")
     if not sep or base.endswith(":/"):
         return _filesystem(url)
