@@ -283,6 +283,8 @@ def test_server_dying_mid_build_is_a_clear_error_and_a_rerun_resumes(s3, tmp_pat
     assert broken.returncode == 3, broken.stdout + broken.stderr
     message = broken.stderr.strip().splitlines()[-1]
     assert "Error:" in message and out_url in message and "Traceback" not in broken.stderr, broken.stderr
+    down = cli("verify", out_url)
+    assert down.returncode == 1 and "Error:" in down.stderr and "Traceback" not in down.stderr, down.stderr
     s3.start()  # back, with what it had stored
     out = Store(out_url)
     assert "manifest.json" not in out.names() and "shard-000000.tar" in out.names()

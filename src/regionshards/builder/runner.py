@@ -5,7 +5,8 @@ Each task first checks whether its shard is already on disk and still true to it
 data, in parallel), and computes it otherwise; it reads its inputs and writes its shard itself, so the object
 store only carries small stats. Tasks are idempotent (deterministic bytes, atomic renames), so Ray's retries
 after a worker death and a rerun after a killed driver both give the same output as an uninterrupted build.
-Everything that can be refused is refused before Ray starts (``prepare_output``).
+Everything that can be refused is refused before Ray starts (``prepare_output``). OUT may be an object-store
+prefix (``s3://bucket/out``): the same steps through ``shards.store.Store``, each file written as one whole object.
 """
 
 from __future__ import annotations

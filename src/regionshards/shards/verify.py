@@ -5,6 +5,8 @@ files); each shard's size and sha256 against the manifest; each tar read safely 
 types, sizes, header checksums); each sample (JSON parses and matches the schema, image member matches its
 JSON, RLEs partition the image so areas sum to H·W, areas/boxes agree with the RLEs, proposal boxes lie in
 the image, filter indices are valid); each index against its tar's members and the manifest's counts.
+The folder may be an object-store prefix (``s3://bucket/out``, read through ``store.Store``): the same checks,
+objects listed instead of files.
 """
 
 from __future__ import annotations
@@ -176,8 +178,9 @@ def _read_index(root: Store, name: str, size: int) -> Any:
 def verify(
     path: str | os.PathLike[str], *, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, limits: Limits = DEFAULT_LIMITS
 ) -> Report:
-    """Verify a dataset: ``path`` is its folder or its ``manifest.json``. Never raises for a bad dataset;
-    every problem is a finding in the returned ``Report`` (exit status 0 of the CLI only when none).
+    """Verify a dataset: ``path`` is its folder or its ``manifest.json`` (local, or an object-store URL). Never
+    raises for a bad dataset; every problem is a finding in the returned ``Report`` (exit status 0 of the CLI only
+    when none).
     ``limits`` are the validating parser's (``validate.Limits``: JSON size and depth, pixel cap)."""
     text = os.fspath(path)
     if is_remote(text):  # an object-store folder, or its manifest.json
