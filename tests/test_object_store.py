@@ -108,6 +108,24 @@ def test_lock_object_refuses_a_second_build_and_takes_over_a_dead_one(s3) -> Non
         BuildLock(out).acquire()
 
 
+def test_lock_of_two_builds_writing_at_once_goes_to_the_last_writer(s3, monkeypatch) -> None:
+    from regionshards.builder.lock import LOCK_NAME, BuildLock, LockedError
+
+    out = Store(f"s3://{bucket()}/ds")
+    first, second = BuildLock(out), BuildLock(out)
+    write = Store.write
+
+    def racing(self, name, data):  # the second driver writes its lock right after the first one's
+        write(self, name, data)
+        if name == LOCK_NAME and json.loads(bytes(data))["token"] == first.token:
+            write(self, name, json.dumps({**second._me(), "pid": 424242}).encode())
+
+    monkeypatch.setattr(Store, "write", racing)
+    with pytest.raises(LockedError, match="being built by pid 424242"):
+        first.acquire()  # its token did not read back: it refuses
+    assert json.loads(out.read(LOCK_NAME, 4096))["token"] == second.token
+
+
 def test_missing_bucket_and_foreign_prefix_are_refused_before_ray(s3, tmp_path: Path) -> None:
     from regionshards.builder import OutputError, list_source, make_config, run_build
 
