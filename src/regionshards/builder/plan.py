@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..shards import Recorder, ShardInfo, iter_shard, shard_name
 from ..shards._fs import local_path
+from ..shards.reader import MAX_INDEX_BYTES
+from ..shards.store import Store, sha256_stream
 from .sources import ImageRef
 from .worker import TRANSIENT_REASONS, InputFailure, read_input, stat_input
 
@@ -56,9 +59,11 @@ def plan_shards(refs: Sequence[ImageRef], shard_size: int, prefix: str) -> list[
     ]
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _sha256(out: Store, name: str) -> tuple[str, int]:
+    """SHA-256 hex and size of a file or object of the output folder (regular files only)."""
+    f, size = out.open(name)
+    with f:
+        return sha256_stream(f), size
 
 
 def input_changed(row: Mapping[str, Any], ref: ImageRef, max_bytes: int) -> str | None:
@@ -108,14 +113,19 @@ class ShardCheck:
     proposals: list[int]
 
 
-def existing_shard(out_dir: Path, shard: PlannedShard, config_hash: str, max_bytes: int = 2**62) -> ShardCheck:
-    """Check a shard on disk against the plan, the inputs' fingerprints and the config (see the module doc)."""
-    out_dir = Path(out_dir)
-    tar, index = out_dir / f"{shard.name}.tar", out_dir / f"{shard.name}.parquet"
-    if not tar.is_file() or not index.is_file():
+def existing_shard(out_dir: str | Path, shard: PlannedShard, config_hash: str, max_bytes: int = 2**62) -> ShardCheck:
+    """Check a shard in the output folder (local or an object-store prefix) against the plan, the inputs'
+    fingerprints and the config (see the module doc)."""
+    out = Store(out_dir)
+    tar, index = f"{shard.name}.tar", f"{shard.name}.parquet"
+    try:
+        written = out.problem(tar) is None and out.problem(index) is None
+    except OSError as exc:  # an object store that does not answer: the build cannot go on
+        raise OSError(f"{out.join(tar)}: cannot check the existing shard: {exc}") from exc
+    if not written:
         return ShardCheck(None, "not written", [], [])
     try:
-        rows: list[dict[str, Any]] = pq.read_table(index).to_pylist()
+        rows: list[dict[str, Any]] = pq.read_table(pa.BufferReader(out.read(index, MAX_INDEX_BYTES))).to_pylist()
     except Exception as exc:  # noqa: BLE001 - any unreadable index means "recompute", and says why
         return ShardCheck(None, f"index unreadable: {type(exc).__name__}", [], [])
     if sorted(r["key"] for r in rows) != sorted(ref.key for ref in shard.refs):
@@ -130,7 +140,7 @@ def existing_shard(out_dir: Path, shard: PlannedShard, config_hash: str, max_byt
     ok_keys = sorted(r["key"] for r in rows if r["status"] == "ok")
     errors = Recorder()
     seen = []
-    for sample in iter_shard(tar, handler=errors):
+    for sample in iter_shard(out.join(tar), handler=errors):
         if sample.get("json", {}).get("config_hash") != config_hash:
             return ShardCheck(None, "written with another config", [], [])
         seen.append(sample["__key__"])
@@ -139,9 +149,10 @@ def existing_shard(out_dir: Path, shard: PlannedShard, config_hash: str, max_byt
     if sorted(seen) != ok_keys:
         return ShardCheck(None, "tar samples differ from the index", [], [])
     failures = Counter(r["reason"] for r in rows if r["status"] != "ok")
+    (tar_sha, tar_bytes), (index_sha, index_bytes) = _sha256(out, tar), _sha256(out, index)
     info = ShardInfo(
-        name=tar.name, sha256=_sha256(tar), bytes=tar.stat().st_size, index=index.name,
-        index_sha256=_sha256(index), index_bytes=index.stat().st_size, inputs=len(rows), samples=len(ok_keys),
+        name=tar, sha256=tar_sha, bytes=tar_bytes, index=index,
+        index_sha256=index_sha, index_bytes=index_bytes, inputs=len(rows), samples=len(ok_keys),
         failures=sum(failures.values()), failure_reasons=dict(sorted(failures.items())),
     )
     ok = [r for r in rows if r["status"] == "ok"]

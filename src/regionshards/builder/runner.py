@@ -5,7 +5,8 @@ Each task first checks whether its shard is already on disk and still true to it
 data, in parallel), and computes it otherwise; it reads its inputs and writes its shard itself, so the object
 store only carries small stats. Tasks are idempotent (deterministic bytes, atomic renames), so Ray's retries
 after a worker death and a rerun after a killed driver both give the same output as an uninterrupted build.
-Everything that can be refused is refused before Ray starts (``prepare_output``).
+Everything that can be refused is refused before Ray starts (``prepare_output``). OUT may be an object-store
+prefix (``s3://bucket/out``): the same steps through ``shards.store.Store``, each file written as one whole object.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..shards import MANIFEST_NAME, ManifestError, read_manifest, write_manifest
-from ..shards._fs import atomic_write_bytes
+from ..shards.store import Store
 from .config import config_differences
 from .lock import LOCK_NAME, BuildLock
 from .plan import PlannedShard, existing_shard, order_refs, plan_shards
@@ -31,6 +32,7 @@ from .worker import ShardResult, process_shard
 
 BUILD_STATE = "build.json"  # the config of an unfinished build; removed once the manifest is written
 SUMMARY = "summary.json"
+MAX_STATE_BYTES = 16 << 20  # build.json holds the config (class names included)
 KERNEL_COMPILE_SECONDS = 15  # first-run numba compilation on a 2-core machine (see docs/benchmarks.md)
 
 
@@ -40,6 +42,11 @@ class ConfigMismatchError(ValueError):
 
 class OutputError(ValueError):
     """The output folder cannot be used: it holds files that are not ours (a usage error: exit status 2)."""
+
+
+class StorageError(OSError):
+    """OUT could not be read or written (a failing disk, an object store that stopped answering): exit status 3.
+    The message names OUT (and the shard, when a task failed) and the storage's own error; a rerun resumes."""
 
 
 class ShardFailedError(RuntimeError):
@@ -54,26 +61,28 @@ def _our_file(name: str, prefix: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")  # our atomic writes' temporaries (checked below)
 
 
-def check_output(out: Path, config: Mapping[str, Any], overwrite: bool) -> None:
+def check_output(out: Store, config: Mapping[str, Any], overwrite: bool) -> None:
     """Refuse an output folder we must not write into: a file, foreign files, or a build with another config."""
-    if out.exists() and not out.is_dir():
+    problem = out.folder_problem()
+    if problem not in (None, "missing"):
         raise OutputError(f"OUT {out} exists and is not a folder")
-    if not out.is_dir():
+    if problem == "missing":
         return
-    foreign = sorted(p.name for p in out.iterdir() if not _our_file(p.name, config["prefix"]))
+    foreign = [name for name in out.names() if not _our_file(name, config["prefix"])]
     if foreign:
         raise OutputError(f"OUT {out} holds files that are not from a regionshards build with prefix "
                           f"{config['prefix']!r} ({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
                           "choose an empty or new folder")
     previous = None
     for name in (MANIFEST_NAME, BUILD_STATE):
-        if (out / name).is_file():
+        if out.problem(name) is None:
             try:
-                stored = read_manifest(out / name) if name == MANIFEST_NAME else json.loads((out / name).read_text())
+                stored = (read_manifest(out.join(name)) if name == MANIFEST_NAME
+                          else json.loads(out.read(name, MAX_STATE_BYTES)))
                 previous = (name, stored["config"])
             except (ManifestError, ValueError, KeyError, TypeError) as exc:
                 if not overwrite:
-                    raise OutputError(f"{out / name} is unreadable ({str(exc)[:200]}); use --overwrite to start "
+                    raise OutputError(f"{out.join(name)} is unreadable ({str(exc)[:200]}); use --overwrite to start "
                                       "again") from None
             break
     if previous is None:
@@ -86,33 +95,35 @@ def check_output(out: Path, config: Mapping[str, Any], overwrite: bool) -> None:
         )
 
 
-def _remove_temporaries(out: Path, prefix: str) -> list[str]:
+def _remove_temporaries(out: Store, prefix: str) -> list[str]:
     """Delete temporary files a killed build left behind (``.<name>.<random>.tmp`` of our own files only).
-    Called with the lock held, so they cannot belong to a running build."""
+    Called with the lock held, so they cannot belong to a running build. An object store has none."""
+    if out.local is None:
+        return []
     ours = (f".{prefix}-", f".{MANIFEST_NAME}.", f".{BUILD_STATE}.", f".{SUMMARY}.")
     removed = []
-    for entry in out.iterdir():
+    for entry in out.local.iterdir():
         if entry.is_file() and entry.name.endswith(".tmp") and entry.name.startswith(ours):
             entry.unlink()
             removed.append(entry.name)
     return removed
 
 
-def _clear_output(out: Path, prefix: str) -> None:
-    for entry in out.iterdir():
-        if entry.name in (MANIFEST_NAME, BUILD_STATE, SUMMARY) or (
-            entry.name.startswith(prefix + "-") and entry.suffix in (".tar", ".parquet")
+def _clear_output(out: Store, prefix: str) -> None:
+    for name in out.names():
+        if name in (MANIFEST_NAME, BUILD_STATE, SUMMARY) or (
+            name.startswith(prefix + "-") and name.endswith((".tar", ".parquet"))
         ):
-            entry.unlink()
+            out.delete(name)
 
 
-def _remove_unplanned(out: Path, prefix: str, planned: int) -> None:
+def _remove_unplanned(out: Store, prefix: str, planned: int) -> None:
     """Delete shards past the end of the plan (inputs vanished since an earlier run, so fewer shards)."""
     pattern = re.compile(re.escape(prefix) + r"-(\d{6})\.(tar|parquet)")
-    for entry in out.iterdir():
-        match = pattern.fullmatch(entry.name)
+    for name in out.names():
+        match = pattern.fullmatch(name)
         if match and int(match.group(1)) >= planned:
-            entry.unlink()
+            out.delete(name)
 
 
 def ensure_shard(index: int, refs: tuple, config: Mapping[str, Any], out_dir: str, digest: str) -> ShardResult:
@@ -120,7 +131,7 @@ def ensure_shard(index: int, refs: tuple, config: Mapping[str, Any], out_dir: st
     from ..shards import shard_name
 
     shard = PlannedShard(index, shard_name(config["prefix"], index), refs)
-    check = existing_shard(Path(out_dir), shard, digest, config["max_bytes"])
+    check = existing_shard(out_dir, shard, digest, config["max_bytes"])
     if check.info is not None:
         return ShardResult(check.info, {}, check.segments, check.proposals, reused=True, why="verified")
     return process_shard(index, refs, config, out_dir, why=check.why)
@@ -142,11 +153,27 @@ def run_build(
     Raises:
         OutputError, ConfigMismatchError, LockedError: refusals (before Ray starts).
         ShardFailedError: a shard's task died on every retry.
+        StorageError: OUT could not be read or written.
     """
-    out = Path(out)
-    stream = stream or sys.stderr
+    try:
+        return _build(listing, Store(out), config, address, num_cpus, overwrite, progress, stream or sys.stderr)
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"OUT {out}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+
+
+def _build(listing: SourceListing, out: Store, config: Mapping[str, Any], address: str | None, num_cpus: int | None,
+           overwrite: bool, progress: bool, stream: TextIO) -> BuildSummary:
     check_output(out, config, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.make()
+    except FileNotFoundError as exc:
+        raise OutputError(str(exc)) from None
     with BuildLock(out) as lock:
         if lock.stale:
             print(f"took over a stale lock of pid {lock.stale.get('pid')} (a killed build)", file=stream)
@@ -156,18 +183,18 @@ def run_build(
         from ..shards import config_hash
 
         digest = config_hash(config)
-        atomic_write_bytes(out / BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
+        out.write(BUILD_STATE, json.dumps({"config": config, "config_hash": digest}, indent=2).encode())
         shards = plan_shards(order_refs(listing.refs, config["order"]), config["shard_size"], config["prefix"])
         results, wall, cpus = _run_tasks(shards, config, out, digest, address, num_cpus, progress, stream)
         _remove_unplanned(out, config["prefix"], len(shards))
         write_manifest(out, config, [results[s.index].info for s in shards])
         summary = summarise(len(listing.refs), shards, results, wall, cpus)
-        atomic_write_bytes(out / SUMMARY, (json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n").encode())
-        (out / BUILD_STATE).unlink(missing_ok=True)
+        out.write(SUMMARY, (json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n").encode())
+        out.delete(BUILD_STATE)
     return summary
 
 
-def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Path, digest: str, address: str | None,
+def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Store, digest: str, address: str | None,
                num_cpus: int | None, progress: bool, stream: TextIO) -> tuple[dict[int, ShardResult], float, float]:
     import ray
 
@@ -190,7 +217,7 @@ def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Path,
 
         def submit() -> None:
             for s in queue:
-                pending[task.remote(s.index, s.refs, shared, str(out), digest)] = s
+                pending[task.remote(s.index, s.refs, shared, out.url, digest)] = s
                 if len(pending) >= window:
                     return
 
@@ -203,6 +230,8 @@ def _run_tasks(shards: list[PlannedShard], config: Mapping[str, Any], out: Path,
                 result: ShardResult = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:  # our code raised outside the per-input guard: a bug
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                if isinstance(cause, OSError):  # inputs fail alone (rows); this is OUT failing under the task
+                    raise StorageError(f"OUT {out}: shard {shard.name}: {_first_line(cause)}") from exc
                 raise RuntimeError(f"shard {shard.name}: {type(cause).__name__}: {cause}"[:800]) from exc
             except Exception as exc:  # noqa: BLE001 - a task that died on every retry ends the build, named
                 raise ShardFailedError(f"shard {shard.name} ({len(shard.refs)} inputs) failed on every retry: "
@@ -253,4 +282,5 @@ def _init_ray(ray: Any, address: str | None, num_cpus: int | None) -> None:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
 
 
-__all__ = ["BUILD_STATE", "SUMMARY", "ConfigMismatchError", "OutputError", "ShardFailedError", "run_build"]
+__all__ = ["BUILD_STATE", "SUMMARY", "ConfigMismatchError", "OutputError", "ShardFailedError", "StorageError",
+           "run_build"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..shards.keys import check_unique_keys, key_from_path
 from ..shards.records import Source
+from ..shards.store import is_remote
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 LAYOUTS = ("auto", "imagenet", "coco", "folder", "list")
@@ -152,8 +153,9 @@ def detect_layout(source: Path, annotations: Path | None) -> str:
     return "folder"
 
 
-def list_source(source: Path, annotations: Path | None = None, layout: str = "auto") -> SourceListing:
-    """The sorted inputs of ``source`` in the given (or detected) layout.
+def list_source(source: str | Path, annotations: Path | None = None, layout: str = "auto") -> SourceListing:
+    """The sorted inputs of ``source`` in the given (or detected) layout; an object-store URL (``s3://...``, a
+    ``str``) is listed by ``object_source.list_object_source`` (imagenet and folder layouts).
 
     Raises:
         SourceError: unknown layout, missing source, malformed COCO or list structure, a COCO ``file_name``
@@ -162,6 +164,14 @@ def list_source(source: Path, annotations: Path | None = None, layout: str = "au
     """
     from .coco import list_coco
 
+    if isinstance(source, str) and is_remote(source):
+        from .object_source import list_object_source
+
+        if layout not in LAYOUTS:
+            raise SourceError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        listing = list_object_source(source, annotations, layout)
+        check_unique_keys((r.key, r.source.describe()) for r in listing.refs)
+        return listing
     source = Path(source)
     if layout not in LAYOUTS:
         raise SourceError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")

@@ -16,7 +16,7 @@ import click
 
 from ..images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from ..proposals import NAMED_FILTERS
-from .options import method_options
+from .options import Location, method_options
 
 
 def _usage_error(message: str) -> None:
@@ -25,8 +25,8 @@ def _usage_error(message: str) -> None:
 
 
 @click.command("build")
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("source", type=Location(exists=True))
+@click.argument("out", type=Location(file_okay=False))
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO instances JSON; SOURCE is then the image folder.")
 @click.option("--layout", type=click.Choice(["auto", "imagenet", "coco", "folder", "list"]), default="auto",
@@ -53,8 +53,10 @@ def build_command(source, out, annotations, layout, segments, fh_scale, fh_sigma
     """Turn an image source into shards with segments and proposals (resumes by default).
 
     SOURCE is an ImageNet-style folder (class sub-folders), a COCO image folder with --annotations, a flat
-    folder, or a .txt/.parquet file list. Exit status: 0 all inputs ok, 1 some inputs failed (each is listed
-    with its reason in the index and counted in the summary), 2 usage error, 3 internal error.
+    folder, or a .txt/.parquet file list; SOURCE (imagenet or flat layout) and OUT may be object-store URLs
+    (s3://bucket/prefix; credentials and endpoint from the environment, e.g. AWS_ENDPOINT_URL).
+    Exit status: 0 all inputs ok, 1 some inputs failed (each is listed with its reason in the index and counted
+    in the summary), 2 usage error, 3 internal error.
     """
     from ..builder import (
         ConfigMismatchError,
@@ -62,6 +64,7 @@ def build_command(source, out, annotations, layout, segments, fh_scale, fh_sigma
         OutputError,
         ShardFailedError,
         SourceError,
+        StorageError,
         list_source,
         make_config,
         run_build,
@@ -86,7 +89,7 @@ def build_command(source, out, annotations, layout, segments, fh_scale, fh_sigma
                             progress=progress)
     except (ConfigMismatchError, OutputError, LockedError) as exc:
         _usage_error(str(exc))
-    except ShardFailedError as exc:
+    except (ShardFailedError, StorageError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(3)
     except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, distinctly from failed inputs
@@ -96,5 +99,5 @@ def build_command(source, out, annotations, layout, segments, fh_scale, fh_sigma
                    "(set REGIONSHARDS_DEBUG=1 for the traceback)", err=True)
         sys.exit(3)
     click.echo(str(summary))
-    click.echo(f"wrote {out}/manifest.json and {out}/summary.json")
+    click.echo(f"wrote {str(out).rstrip('/')}/manifest.json and {str(out).rstrip('/')}/summary.json")
     sys.exit(1 if summary.failed else 0)

@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from .inspect_cmd import _inspect
+from .options import Location
 
 
 @click.command("failures")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=Location())
 @click.option("--json", "as_json", is_flag=True, help="Print the failures as JSON.")
 def failures_command(out: Path, as_json: bool) -> None:
     """Every failed input of a built dataset (OUT: its folder): key, source path, reason and detail, read from

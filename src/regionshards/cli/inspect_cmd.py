@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from .options import Location
+
 
 @click.command("verify")
-@click.argument("out", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=Location(exists=True))
 def verify_command(out: Path) -> None:
     """Check a shard dataset (its folder or manifest.json) against its manifest and the format.
 
@@ -19,7 +21,7 @@ def verify_command(out: Path) -> None:
     """
     from ..shards.verify import verify
 
-    report = verify(out)
+    report = _inspect(verify, out)  # a store that does not answer (OSError) is one line, not a traceback
     _echo(str(report))
     sys.exit(0 if report.ok else 1)
 
@@ -49,7 +51,7 @@ def _inspect(call, *args, **kwargs):
 
 
 @click.command("stats")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=Location())
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def stats_command(out: Path, as_json: bool) -> None:
     """Counts and distributions of a built dataset (OUT: its folder), streamed over the shards in flat memory."""
@@ -60,7 +62,7 @@ def stats_command(out: Path, as_json: bool) -> None:
 
 
 @click.command("plot")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=Location())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the PNG histograms.")
 def plot_command(out: Path, out_dir: Path) -> None:
@@ -73,7 +75,7 @@ def plot_command(out: Path, out_dir: Path) -> None:
 
 
 @click.command("show")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=Location())
 @click.option("--key", "keys", multiple=True, help="Sample key to draw; repeatable.")
 @click.option("--sample", "n", type=click.IntRange(min=1), help="Draw N samples at random instead (default 6).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random draw.")
@@ -106,7 +108,7 @@ def show_command(out: Path, keys: tuple[str, ...], n: int | None, seed: int, fil
 
 
 @click.command("eval")
-@click.argument("outs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("outs", nargs=-1, required=True, type=Location())
 @click.option("--annotations", required=True, type=click.Path(path_type=Path), help="COCO instances JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_command(outs: tuple[Path, ...], annotations: Path, as_json: bool) -> None:
@@ -118,7 +120,7 @@ def eval_command(outs: tuple[Path, ...], annotations: Path, as_json: bool) -> No
 
 
 @click.command("report")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=Location())
 @click.option("--out", "html_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--annotations", type=click.Path(path_type=Path), help="COCO instances JSON: adds the eval tables.")
 @click.option("--sample", "n", type=click.IntRange(min=0), default=12, show_default=True, help="Overlays to draw.")

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
 
 import click
+
+
+class Location(click.ParamType):
+    """A local path (checked as ``click.Path(**checks)`` would, given as a ``Path``) or an object-store URL such as
+    ``s3://bucket/prefix`` (given as a ``str``, opened with ``pyarrow.fs``; credentials from the environment)."""
+
+    name = "path"
+
+    def __init__(self, **checks: bool) -> None:
+        self.local = click.Path(path_type=Path, **checks)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and urlparse(value).scheme not in ("", "file") and len(urlparse(value).scheme) > 1:
+            return value
+        return self.local.convert(value, param, ctx)
 
 
 def method_options(command: Callable) -> Callable:

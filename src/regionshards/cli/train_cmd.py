@@ -14,6 +14,7 @@ import click
 from ..trainer.export_formats import EXPORT_FORMATS
 from ..trainer.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
 from ..trainer.recipes import RECIPES, recipe_values
+from .options import Location
 
 REFUSAL_GRACE_S = 5.0
 
@@ -43,7 +44,7 @@ _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map on
 @click.command("train")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True,
               help="; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()))
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path), help="Dataset folder (built).")
+@click.option("--data", required=True, type=Location(exists=True), help="Dataset folder (built; or s3://...).")
 @click.option("--out", "run", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
               default="resnet50", show_default=True)

@@ -18,8 +18,9 @@ import numpy as np
 
 from ..images import ImageError
 from ..shards import MANIFEST_NAME, ShardDataset, ShardError, open_dataset
-from ..shards._fs import file_problem, read_regular
+from ..shards._fs import file_problem
 from ..shards.reader import index_url, read_index_url
+from ..shards.store import Store, is_remote
 from ..shards.validate import check_summary, dataset_limits, load_json
 
 SUMMARY_NAME = "summary.json"
@@ -70,6 +71,11 @@ def open_report_dataset(path: str | os.PathLike[str]) -> ShardDataset:
         FileNotFoundError: naming ``path`` when it does not exist or holds no manifest (an unfinished build).
         ManifestError: the manifest cannot be trusted (from the reader).
     """
+    if is_remote(path):  # an object-store folder (s3://bucket/out) or its manifest.json
+        folder = Store(os.fspath(path).rsplit("/", 1)[0] if os.fspath(path).endswith(".json") else path)
+        if folder.problem(MANIFEST_NAME) == "missing" and not os.fspath(path).endswith(".json"):
+            raise FileNotFoundError(f"{path} holds no {MANIFEST_NAME}: not a finished regionshards build")
+        return open_dataset(os.fspath(path), parse_json=False)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"dataset folder {path} does not exist")
@@ -80,12 +86,14 @@ def open_report_dataset(path: str | os.PathLike[str]) -> ShardDataset:
     return open_dataset(p, parse_json=False)
 
 
-def dataset_root(ds: ShardDataset) -> Path | None:
-    """The local folder holding the dataset's shards (None for remote URLs)."""
+def dataset_root(ds: ShardDataset) -> Store | None:
+    """The folder (local or an object-store prefix) holding the dataset's shards (None without shards)."""
     if not ds.shards:
         return None
+    if is_remote(ds.shards[0]):
+        return Store(ds.shards[0].rsplit("/", 1)[0])
     p = Path(ds.shards[0])
-    return p.parent if p.parent.is_dir() else None
+    return Store(p.parent) if p.parent.is_dir() else None
 
 
 def read_summary(ds: ShardDataset) -> dict[str, Any] | None:
@@ -96,11 +104,11 @@ def read_summary(ds: ShardDataset) -> dict[str, Any] | None:
             numbers (``shards.validate.check_summary``).
     """
     root = dataset_root(ds)
-    if root is None or file_problem(root / SUMMARY_NAME) == "missing":
+    if root is None or root.problem(SUMMARY_NAME) == "missing":
         return None
-    path = root / SUMMARY_NAME
+    path = root.join(SUMMARY_NAME)
     try:
-        summary = load_json(read_regular(path, MAX_SUMMARY_BYTES))
+        summary = load_json(root.read(SUMMARY_NAME, MAX_SUMMARY_BYTES))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unusable build summary: {exc}") from None
     problems = check_summary(summary)

@@ -144,14 +144,14 @@ def read_capped(f: BinaryIO, max_bytes: int, name: str) -> bytes:
 
 def open_input(url: str | os.PathLike[str]) -> BinaryIO:
     """Open a shard or index for reading: local paths and ``file://`` with ``open_regular`` (regular files only),
-    other schemes (``s3://``, ``gs://``, ``hdfs://`` ...) through ``pyarrow.fs``."""
+    other schemes (``s3://``, ``gs://``, ``hdfs://`` ...) through ``pyarrow.fs`` (objects only, ``store.Store``)."""
     path = local_path(url)
     if path is not None:
         return open_regular(path)
-    from pyarrow import fs as pafs
+    from .store import Store
 
-    filesystem, inner = pafs.FileSystem.from_uri(os.fspath(url))
-    stream: Any = filesystem.open_input_stream(inner)
+    folder, _, name = os.fspath(url).rstrip("/").rpartition("/")
+    stream: Any = Store(folder).open(name)[0]  # objects only: a prefix ("folder") is refused
     return stream
 
 

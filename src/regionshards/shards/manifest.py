@@ -22,8 +22,9 @@ from typing import Any
 import fastjsonschema
 
 from .. import __version__
-from ._fs import NotARegularFile, atomic_write_bytes, open_input, read_capped
+from ._fs import NotARegularFile, open_input, read_capped
 from .sample import FORMAT_VERSION
+from .store import Store
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read no more than this (a manifest of 10^6 shards is ~500 MB)
@@ -114,11 +115,12 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
-def write_manifest(out_dir: str | Path, config: Mapping[str, Any], shards: Iterable[ShardInfo]) -> Path:
-    """Write ``out_dir/manifest.json`` atomically; call it after every shard has been written."""
-    path = Path(out_dir) / MANIFEST_NAME
-    atomic_write_bytes(path, manifest_bytes(build_manifest(config, shards)))
-    return path
+def write_manifest(out_dir: str | Path, config: Mapping[str, Any], shards: Iterable[ShardInfo]) -> Path | str:
+    """Write ``out_dir/manifest.json`` atomically (on an object store: one whole object); call it after every
+    shard has been written. Returns its path (its URL for an object store)."""
+    store = Store(out_dir)
+    store.write(MANIFEST_NAME, manifest_bytes(build_manifest(config, shards)))
+    return store.local / MANIFEST_NAME if store.local is not None else store.join(MANIFEST_NAME)
 
 
 @functools.cache

@@ -23,10 +23,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._fs import NotARegularFile, file_problem, join_url, local_path, open_input, parent_url
+from ._fs import NotARegularFile, join_url, local_path, open_input, parent_url, read_capped
 from .index import read_index
 from .manifest import MANIFEST_NAME, ManifestError, read_manifest
 from .sample import JSON_FIELD, is_json_field, members_to_sample
+from .store import Store
 from .tario import DEFAULT_MAX_MEMBER_BYTES, Member, ShardError, iter_members, split_name
 from .validate import DEFAULT_LIMITS, Limits, SampleError, check_sample, dataset_limits
 
@@ -192,7 +193,8 @@ def iter_shard(
 class ShardDataset:
     """An iterable over the samples of a dataset's shards, in shard order then sample order.
 
-    ``source`` is a dataset folder (its ``manifest.json`` is read and checked), a manifest path/URL, a single
+    ``source`` is a dataset folder (its ``manifest.json`` is read and checked; an object-store URL such as
+    ``s3://bucket/out`` not ending in ``.json`` or ``.tar`` is a folder), a manifest path/URL, a single
     ``.tar`` shard, or a list of shard paths/URLs (no manifest: sha256 cannot be checked). Iterating twice
     reads the shards twice; nothing is cached.
     """
@@ -228,9 +230,11 @@ class ShardDataset:
 
     def _open_single(self, source: str) -> None:
         path = local_path(source)
-        if path is not None and path.is_dir():
-            manifest_url = str(path / MANIFEST_NAME)
-            problem = file_problem(manifest_url)
+        remote_folder = path is None and not source.endswith((".json", ".tar"))
+        if (path is not None and path.is_dir()) or remote_folder:
+            folder = Store(source)
+            manifest_url = folder.join(MANIFEST_NAME)
+            problem = folder.problem(MANIFEST_NAME)
             if problem == "missing":
                 raise FileNotFoundError(f"{source}: no {MANIFEST_NAME} (an unfinished build writes it last)")
             if problem is not None:
@@ -278,6 +282,9 @@ class ShardDataset:
         return pa.concat_tables(tables)
 
 
+MAX_INDEX_BYTES = 1 << 30  # an index of 10^6 rows is ~100 MB; read no more than this
+
+
 def read_index_url(url: str) -> pa.Table:
     """The Parquet index at ``url`` (a local one must be a regular file), schema checked (``index.read_index``).
 
@@ -286,7 +293,7 @@ def read_index_url(url: str) -> pa.Table:
     """
     try:
         with open_input(url) as f:
-            data = f.read()
+            data = read_capped(f, MAX_INDEX_BYTES, url)
     except NotARegularFile as exc:
         raise ValueError(str(exc)) from None
     try:

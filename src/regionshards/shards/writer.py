@@ -3,8 +3,9 @@
 Input is plain data (``records.InputRecord``, ok or failed), so a build task, a test or a notebook can call it
 without Ray. Every sample is encoded before any file is touched, so a bad record raises (naming its key) and
 leaves nothing behind. The index is written first and the tar last, each to a temporary name, fsynced and
-renamed: a tar under its final name implies its index is complete. Same records (in any order) → the same
-bytes: records are sorted by key, members by name, and nothing depends on time, user or machine.
+renamed (on an object store: each as one whole object): a tar under its final name implies its index is
+complete. Same records (in any order) → the same bytes: records are sorted by key, members by name, and
+nothing depends on time, user or machine.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._fs import atomic_write, atomic_write_bytes
 from .index import index_bytes, index_table
 from .keys import check_unique_keys, member_sort_key
 from .manifest import ShardInfo
 from .records import STATUS_FAILED, STATUS_OK, InputRecord
 from .sample import JSON_FIELD, record_sample, sample_to_members
+from .store import Store
 from .tario import BLOCK, TarStreamWriter
 
 MAX_SHARDS = 1_000_000  # six digits keep shard names sorting in index order
@@ -115,7 +116,8 @@ def write_shard(
     """Write the shard ``index`` of a dataset from its input records.
 
     Args:
-        out_dir: existing output folder.
+        out_dir: existing output folder, or an object-store prefix (``s3://bucket/out``: each file is then
+            written as one whole object).
         index: shard number (0..999999); files are ``{prefix}-{index:06d}.tar`` and ``.parquet``.
         records: every input assigned to this shard, ok or failed, any order; keys must be unique.
         config_hash: ``manifest.config_hash(config)`` of the build config, stored in every sample.
@@ -138,10 +140,10 @@ def write_shard(
     ordered = sorted(records, key=lambda r: member_sort_key(r.key))
     members, rows = _layout(ordered, config_hash, row_extras)
 
-    out = Path(out_dir)
-    tar_path, index_path = out / f"{name}.tar", out / f"{name}.parquet"
-    parquet = index_bytes(index_table(rows, tar_path.name))
-    atomic_write_bytes(index_path, parquet)
+    out = Store(out_dir)
+    tar_name, index_name = f"{name}.tar", f"{name}.parquet"
+    parquet = index_bytes(index_table(rows, tar_name))
+    out.write(index_name, parquet)
 
     def write_tar(f: Any) -> tuple[int, str]:
         tar = TarStreamWriter(f)
@@ -149,13 +151,13 @@ def write_shard(
             tar.add(member_name, data)
         return tar.close()
 
-    size, digest = atomic_write(tar_path, write_tar)
+    size, digest = out.write_with(tar_name, write_tar)
     failures = Counter(r.reason for r in ordered if not r.ok)
     return ShardInfo(
-        name=tar_path.name,
+        name=tar_name,
         sha256=digest,
         bytes=size,
-        index=index_path.name,
+        index=index_name,
         index_sha256=hashlib.sha256(parquet).hexdigest(),
         index_bytes=len(parquet),
         inputs=len(ordered),

@@ -35,7 +35,7 @@ from .config import TrainConfig, adopt_legacy, config_differences
 from .data import ShardStream, make_loader
 from .lars import LARS, learning_rate, param_groups, peak_learning_rate
 from .methods import MethodSpec, method_spec
-from .preflight import check_batch, extension
+from .preflight import check_batch, extension, manifest_source
 from .runtime import (
     Runtime,
     barrier,
@@ -165,12 +165,10 @@ def build(cfg: TrainConfig, runtime: Runtime) -> tuple[nn.Module, LARS]:
 def check_dataset(cfg: TrainConfig) -> None:
     """Refuse, naming the dataset, a method whose inputs the build did not store (the table's ``needs``:
     ``masks`` — the ``mask_source`` partition — or ``proposals`` with the method's filter); images always."""
-    from ..shards import MANIFEST_NAME, ManifestError, read_manifest
+    from ..shards import ManifestError, read_manifest
 
-    path = Path(cfg.data)
-    manifest_path = path / MANIFEST_NAME if path.is_dir() else path
     try:
-        built = read_manifest(manifest_path)["config"]
+        built = read_manifest(manifest_source(cfg.data))["config"]
     except (FileNotFoundError, ManifestError) as exc:
         raise RunError(f"{cfg.data}: not a finished regionshards dataset ({exc})") from exc
     spec = method_spec(cfg.method)

@@ -38,17 +38,27 @@ def default_workers(env: Mapping[str, str] | None = None, cores: int | None = No
     return max(0, min(MAX_DEFAULT_WORKERS, per_rank - 1))
 
 
+def manifest_source(data: str | Path) -> str | Path:
+    """The manifest of a dataset given as a folder, its ``manifest.json``, or an object-store URL of either."""
+    from ..shards import MANIFEST_NAME
+
+    text = str(data)
+    if "://" in text and not text.startswith("file:"):  # an object-store dataset (s3://bucket/out)
+        return text if text.endswith(".json") else f"{text.rstrip('/')}/{MANIFEST_NAME}"
+    path = Path(data)
+    return path / MANIFEST_NAME if path.is_dir() else path
+
+
 def dataset_samples(data: str | Path) -> int:
     """Samples a built dataset holds, from its manifest's per-shard counts.
 
     Raises:
         PreflightError: not a finished regionshards dataset.
     """
-    from ..shards import MANIFEST_NAME, ManifestError, read_manifest
+    from ..shards import ManifestError, read_manifest
 
-    path = Path(data)
     try:
-        manifest = read_manifest(path / MANIFEST_NAME if path.is_dir() else path)
+        manifest = read_manifest(manifest_source(data))
     except (FileNotFoundError, ManifestError) as exc:
         raise PreflightError(f"{data}: not a finished regionshards dataset ({exc})") from exc
     return sum(int(s["samples"]) for s in manifest["shards"])
