@@ -64,10 +64,10 @@ def batch_labels(samples: Sequence[Mapping[str, Any]]) -> Tensor:
 
 def dataset_classes(data: str | Path) -> int:
     """Classes a built dataset records (its manifest's build config ``source.classes``); 0 when none."""
-    from ..shards import MANIFEST_NAME, read_manifest
+    from ..shards import read_manifest
+    from .preflight import manifest_source
 
-    path = Path(data)
-    config = read_manifest(path / MANIFEST_NAME if path.is_dir() else path).get("config") or {}
+    config = read_manifest(manifest_source(data)).get("config") or {}
     classes = (config.get("source") or {}).get("classes") or []
     return len(classes) if isinstance(classes, list) else 0
 
