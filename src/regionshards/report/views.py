@@ -1,5 +1,5 @@
 """``regionshards show --views``: what DetCon's augmentation yields for a stored sample. The pictures are drawn
-from plain arrays the caller's ``augment`` callable returns — the CLI passes the trainer's own
+out of plain arrays that the caller's ``augment`` callable returns; the CLI passes the trainer's own
 (``trainer.preview.views_augmenter``, i.e. ``make_pair`` and its ``transforms`` / ``masks``), so the picture is
 what training sees. This module never imports the trainer (nor torch).
 
