@@ -94,12 +94,19 @@ def show_command(out: Path, keys: tuple[str, ...], n: int | None, seed: int, fil
     if views and filter_name is not None:
         raise click.UsageError("--filter does not apply to --views")
     if views:
-        from ..report.views import TrainExtraMissing, show_views
+        from ..report.views import show_views
+        from ..trainer.config import TrainConfig
 
+        cfg = TrainConfig()
         try:
-            paths = _inspect(show_views, out, out_dir, keys=keys, n=n or 6, seed=seed)
-        except TrainExtraMissing as exc:
-            raise click.ClickException(str(exc)) from exc
+            from ..trainer.preview import views_augmenter
+
+            augment = views_augmenter(cfg)
+        except ImportError as exc:
+            raise click.ClickException("regionshards show --views needs the train extra (torch): "
+                                       "pip install 'regionshards[train]'") from exc
+        paths = _inspect(show_views, out, out_dir, keys=keys, n=n or 6, seed=seed, augment=augment,
+                         method=cfg.method)
         for path in paths:
             _echo(str(path))
         return

@@ -33,6 +33,21 @@ class Refusal(click.ClickException):
             # refuses alike and exits first; torchrun then ends this rank)
             time.sleep(REFUSAL_GRACE_S)
 
+
+class DatasetError(Refusal):
+    """A dataset that cannot be read (a damaged shard: ``shards.ShardError``, naming shard and member): one
+    ``Error:`` line and exit 1, as ``regionshards stats`` / ``show`` / ``verify`` report an unreadable dataset (bad
+    input, not a usage error). Under torchrun rank 0 prints it; another rank prints it only if it is still running
+    after the grace period — i.e. rank 0 has not failed alike (torchrun ends every rank when one exits) — so a shard
+    only that rank reads is still reported, and a shard every rank reads is reported once."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: ANN001 (click's signature)
+        super().show(file)
+        if int(os.environ.get("RANK", "0")) != 0:
+            click.ClickException.show(self, file)
+
 _TRAIN_OPTIONS = {  # option name → TrainConfig field, for options that map one to one
     "method": "method", "backbone": "backbone", "image_size": "image_size", "batch_size": "batch_size",
     "steps": "steps", "workers": "workers", "seed": "seed", "base_lr": "base_lr", "weight_decay": "weight_decay",
@@ -85,6 +100,8 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, exten
 
     Writes RUN/config.json, RUN/metrics.jsonl (one line per step) and RUN/checkpoint-<step>.pt.
     """
+    from ..shards import ShardError
+    from ..shards.checks import printable
     from ..trainer.config import TrainConfig
     from ..trainer.preflight import PreflightError, default_workers
 
@@ -124,12 +141,16 @@ def train_command(ctx: click.Context, data: Path, run: Path, resume: bool, exten
         cfg = TrainConfig.from_dict(values).validate()
     except (TypeError, ValueError) as exc:
         raise Refusal(str(exc)) from exc
-    from ..trainer.loop import RunError, train
+    from ..trainer.loop import PeerStopped, RunError, train
 
     try:
         result = train(cfg, resume=resume, extend=extend)
     except (RunError, PreflightError, FileNotFoundError) as exc:
         raise Refusal(str(exc)) from exc
+    except ShardError as exc:  # before the loop (epochs, probe classes) or from the stream, workers included
+        raise DatasetError(printable(str(exc))) from exc
+    except PeerStopped as exc:  # the rank that stopped the run prints why; torchrun names it too
+        raise click.exceptions.Exit(1) from exc
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"done: step {result['step']}, loss {result['loss']}, checkpoint {result['checkpoint']}")
 

@@ -1,19 +1,22 @@
-"""``regionshards show --views``: what DetCon's augmentation yields for a stored sample, drawn with the trainer's
-own code (``trainer.samples.make_pair`` and its ``transforms`` / ``masks``), so the picture is what training sees.
+"""``regionshards show --views``: what DetCon's augmentation yields for a stored sample. The pictures are drawn
+out of plain arrays that the caller's ``augment`` callable returns; the CLI passes the trainer's own
+(``trainer.preview.views_augmenter``, i.e. ``make_pair`` and its ``transforms`` / ``masks``), so the picture is
+what training sees. This module never imports the trainer (nor torch).
 
 One picture per sample, top to bottom:
 
 * the original image with the two crops as rectangles (in stored pixels, after snapping to the grid of the
   reduced JPEG decode), labelled 1 and 2 (``f`` when the view is flipped);
-* one row per view: the augmented ``image_size`` view (normalised as in training with ``trainer.transforms.
-  normalize``, then de-normalised for display), its segment map (the view's label map, sampled nearest at the
-  positions the trainer uses, in the overlays' stable colours with white outlines) and the feature grid (e.g.
-  7x7) of majority ids, each cell showing its id; cells whose id is among the K sampled ids are bright, others
-  faded;
+* one row per view: the augmented view (as the caller gives it: the trainer's is normalised as in training, then
+  de-normalised for display), its segment map (the view's label map in the overlays' stable colours with white
+  outlines) and the feature grid (e.g. 7x7) of majority ids, each cell showing its id; cells whose id is among the
+  K sampled ids are bright, others faded;
 * a caption: sizes, crop boxes, flips, decode scale, the ids present on each grid and the ids sampled.
 
-The augmentation draws from ``numpy.random.default_rng(seed)`` per sample. Needs the ``train`` extra (torch):
-torch and the trainer are imported only when a views picture is drawn.
+``augment(key, meta, image_bytes, seed)`` returns an object with the arrays ``boxes`` (2, 4) int ``[x, y, w, h]``
+in stored pixels, ``flips`` (two bools), ``scale`` (int, the decode scale), ``images`` (2, S, S, 3) uint8,
+``labels`` (2, S, S) int, ``grids`` (2, G, G) int, ``ids`` (2, K) int; S, G and K for the caption come from these
+shapes, the method's name from ``method``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import io
 import math
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -43,45 +46,25 @@ from .overlay import (
     segments_panel,
 )
 
-if TYPE_CHECKING:
-    from ..trainer.config import TrainConfig
-    from ..trainer.preview import AugmentedPair
+
+class ViewPair(Protocol):
+    """The two views of one sample as plain arrays (shapes in the module docstring)."""
+
+    boxes: np.ndarray
+    flips: Sequence[bool]
+    scale: int
+    images: np.ndarray
+    labels: np.ndarray
+    grids: np.ndarray
+    ids: np.ndarray
+
+
+Augment = Callable[[str, dict[str, Any], bytes, int], ViewPair]
+"""``augment(key, meta, image_bytes, seed)`` → the sample's two views; raises ValueError for a sample it cannot
+augment (e.g. no partition to draw masks from)."""
 
 MIN_PANEL = 160  # views smaller than this are enlarged by a whole factor (nearest) for display
 FADED = 0.65  # how much white covers grid cells whose id was not sampled
-
-
-class TrainExtraMissing(ImportError):
-    """``--views`` was asked for without torch (the ``train`` extra)."""
-
-
-def require_train_extra() -> None:
-    """Check that torch is importable, or raise ``TrainExtraMissing`` saying how to install it."""
-    from ..trainer.preview import require_torch
-
-    try:
-        require_torch()
-    except ImportError as exc:
-        raise TrainExtraMissing("regionshards show --views needs the train extra (torch): "
-                                "pip install 'regionshards[train]'") from exc
-
-
-def trainer_sample(sample: ReportSample) -> dict[str, Any]:
-    """The ``iter_shard`` dict ``make_pair`` takes (JSON parsed, image under its stored field)."""
-    return {"__key__": sample.key, "json": sample.meta, sample.meta["image"]["field"]: sample.image}
-
-
-def augment_pair(sample: ReportSample, cfg: TrainConfig, seed: int) -> AugmentedPair:
-    """DetCon's two views of ``sample`` as the trainer makes them with ``default_rng(seed)`` (see
-    ``trainer.preview.augment_pair``).
-
-    Raises:
-        TrainExtraMissing: no torch; ValueError: the sample has no ``cfg.mask_source`` partition.
-    """
-    require_train_extra()
-    from ..trainer.preview import augment_pair as trainer_augment_pair
-
-    return trainer_augment_pair(sample.key, sample.meta, sample.image, cfg, seed)
 
 
 def grid_panel(grid: np.ndarray, sampled: np.ndarray, side: int) -> Image.Image:
@@ -110,14 +93,11 @@ def _ids_text(ids: Sequence[int]) -> str:
                                                                          strict=True))
 
 
-def render_views(sample: ReportSample, cfg: TrainConfig | None = None, seed: int = 0) -> Image.Image:
-    """The views picture of one sample (see the module docstring) as an RGB PIL image."""
-    require_train_extra()
-    from ..trainer.config import TrainConfig
-
-    cfg = cfg or TrainConfig()
-    pair = augment_pair(sample, cfg, seed)
-    s = cfg.image_size
+def render_views(sample: ReportSample, augment: Augment, seed: int = 0, method: str = "DetCon") -> Image.Image:
+    """The views picture of one sample (see the module docstring) as an RGB PIL image; ``augment`` draws the
+    views with ``seed``, ``method`` names them in the caption."""
+    pair = augment(sample.key, sample.meta, sample.image, seed)
+    s = pair.images.shape[1]
     panel = s * (math.ceil(MIN_PANEL / s) if s < MIN_PANEL else 1)
     width = 3 * panel + 2 * GAP
     rgb = decode_image(sample.image).rgb
@@ -132,9 +112,9 @@ def render_views(sample: ReportSample, cfg: TrainConfig | None = None, seed: int
         label = f"{v + 1}" + ("f" if pair.flips[v] else "")
         draw.text((round(x * scale) + 3, round(y * scale) + 2), label, fill=tuple(colours[v].tolist()),
                   font=_font(14))
-    g = cfg.grid_size
-    lines = [f"{sample.key}  {w}x{h}  {cfg.method} views, seed {seed}: {s}x{s} images, {g}x{g} grid, "
-             f"K={cfg.num_masks}, decoded at 1/{pair.scale}",
+    g = pair.grids.shape[1]
+    lines = [f"{sample.key}  {w}x{h}  {method} views, seed {seed}: {s}x{s} images, {g}x{g} grid, "
+             f"K={pair.ids.shape[1]}, decoded at 1/{pair.scale}",
              "rows: view 1, view 2; columns: augmented view (de-normalised), its segment map, majority grid "
              "(sampled ids bright)"]
     for v in range(2):
@@ -160,22 +140,21 @@ def render_views(sample: ReportSample, cfg: TrainConfig | None = None, seed: int
     return canvas
 
 
-def views_png(sample: ReportSample, cfg: TrainConfig | None = None, seed: int = 0) -> bytes:
-    """``render_views`` as PNG bytes (no metadata: the same sample and seed give the same bytes)."""
+def views_png(sample: ReportSample, augment: Augment, seed: int = 0, method: str = "DetCon") -> bytes:
+    """``render_views`` as PNG bytes (no metadata: the same sample, augmentation and seed give the same bytes)."""
     buf = io.BytesIO()
-    render_views(sample, cfg, seed).save(buf, format="PNG", optimize=False)
+    render_views(sample, augment, seed, method).save(buf, format="PNG", optimize=False)
     return buf.getvalue()
 
 
 def show_views(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, keys: Sequence[str] = (),
-               n: int = 6, seed: int = 0, cfg: TrainConfig | None = None) -> list[Path]:
+               n: int = 6, seed: int = 0, augment: Augment, method: str = "DetCon") -> list[Path]:
     """Write ``<key>-views.png`` pictures into ``out_dir`` (samples by key, else ``n`` drawn with ``seed``, which
-    also seeds the augmentation); returns the paths.
+    also seeds ``augment``); returns the paths.
 
     Raises:
-        TrainExtraMissing: no torch (checked before reading anything); plus ``overlay.pick_samples``' errors.
+        ``overlay.pick_samples``' errors; ValueError: a sample ``augment`` cannot draw views of.
     """
-    require_train_extra()
     samples = pick_samples(path, keys, n, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,6 +162,6 @@ def show_views(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     for sample in samples:
         target = out / f"{sample.key}-views.png"
         with naming(sample):
-            target.write_bytes(views_png(sample, cfg, seed))
+            target.write_bytes(views_png(sample, augment, seed, method))
         paths.append(target)
     return paths

@@ -20,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .keys import is_valid_key
 
@@ -53,15 +53,32 @@ _MTIME = b"00000000000\x00"
 
 
 class ShardError(ValueError):
-    """A problem in a shard; ``code`` is machine-readable, ``shard`` and ``member`` say where."""
+    """A problem in a shard; ``code`` is machine-readable, ``shard`` and ``member`` say where.
 
-    def __init__(self, code: str, shard: str, member: str | None, detail: str) -> None:
+    ``ShardError(message)`` (one argument) makes one from its text alone — how an exception that crossed a process
+    boundary is re-created (torch's DataLoader re-raises a worker's error as ``type(message)``): ``code`` and
+    ``shard`` are then empty, ``detail`` is the message.
+    """
+
+    def __init__(self, code: str, shard: str | None = None, member: str | None = None,
+                 detail: str | None = None) -> None:
+        if shard is None and detail is None:
+            super().__init__(code)
+            self.code, self.shard, self.member, self.detail = "", "", member, code
+            return
+        shard = shard or ""
         where = f"{shard}: {member}" if member is not None else shard
         super().__init__(f"{where}: {code}: {detail}")
         self.code = code
         self.shard = shard
         self.member = member
-        self.detail = detail
+        self.detail = detail or ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle the fields, not the formatted message (which ``__init__`` would take for a message-only error)
+        if self.code:
+            return type(self), (self.code, self.shard, self.member, self.detail)
+        return type(self), (self.detail,)
 
 
 def ustar_header(name: str, size: int) -> bytes:

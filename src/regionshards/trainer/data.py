@@ -37,7 +37,9 @@ random state.
 
 Samples are read with ``regionshards.shards.iter_shard`` (checked tar headers, no pickle) without parsing the
 JSON; only the method's partition is parsed (``decode.parse_partition``). A shard holding fewer samples than
-its manifest entry is an error (the epoch plan would no longer be equal across ranks).
+its manifest entry is an error (the epoch plan would no longer be equal across ranks). A damaged shard stops the
+stream with the reader's ``ShardError`` (naming shard and member), message intact; from a loader worker,
+``loader_batches`` gives it back as the same ``ShardError`` (torch re-raises it wrapped in the worker's traceback).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..shards import open_dataset
+from ..shards import ShardError, open_dataset
 from ..shards.reader import iter_shard
 from .config import TrainConfig
 from .methods import method_spec
@@ -181,8 +183,8 @@ def read_spans(spans: Sequence[Span]) -> Iterator[dict[str, Any]]:
             if got == span.take:
                 break
         if got < span.take:
-            raise RuntimeError(f"{span.url}: holds fewer samples than its manifest entry "
-                               f"(needed samples {span.skip}..{span.skip + span.take - 1})")
+            raise ShardError("count-mismatch", span.url, None, f"holds fewer samples than its manifest entry "
+                             f"(needed samples {span.skip}..{span.skip + span.take - 1})")
 
 
 def rank_stream(plan: EpochPlan, cfg: TrainConfig, read: Callable[[Span], Iterator[Any]] | None = None
@@ -343,6 +345,35 @@ def make_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> 
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                                        persistent_workers=False, prefetch_factor=2 if workers else None,
                                        multiprocessing_context=context)
+
+
+def loader_batches(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, Any]]:
+    """The loader's batches; a ``ShardError`` raised in a loader worker is raised here as the worker raised it.
+
+    torch's ``ExceptionWrapper`` re-raises a worker's exception as ``type(text)``, the text being "Caught
+    ShardError in DataLoader worker process N. Original Traceback ..." with the worker's formatted traceback,
+    whose last line is ``regionshards.shards.tario.ShardError: <message>``; the message is taken back from there.
+    """
+    try:
+        yield from loader
+    except ShardError as exc:
+        original = worker_shard_error(exc)
+        if original is exc:
+            raise
+        raise original from exc
+
+
+def worker_shard_error(exc: ShardError) -> ShardError:
+    """The ``ShardError`` a loader worker raised, from the one torch re-raised in this process (``exc`` itself
+    when it did not come through torch's worker wrapper)."""
+    text = str(exc)
+    if exc.code or not text.startswith(f"Caught {ShardError.__name__} in DataLoader worker"):
+        return exc
+    marker = f"\n{ShardError.__module__}.{ShardError.__qualname__}: "
+    at = text.rfind(marker)
+    if at < 0:
+        return exc
+    return ShardError(text[at + len(marker):].rstrip("\n"))
 
 
 def expected_distinct(class_sizes: Sequence[int], batch: int) -> float:

@@ -30,9 +30,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..shards import ShardError
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, adopt_legacy, config_differences
-from .data import ShardStream, make_loader
+from .data import ShardStream, loader_batches, make_loader
 from .lars import LARS, learning_rate, param_groups, peak_learning_rate
 from .methods import MethodSpec, method_spec
 from .preflight import check_batch, extension, manifest_source
@@ -54,6 +55,15 @@ METRICS_NAME = "metrics.jsonl"
 
 class RunError(RuntimeError):
     """A run folder that cannot be started or resumed as asked (message says why)."""
+
+
+class PeerStopped(RuntimeError):
+    """Under torchrun (gloo), another rank ended mid-collective — it reports why (e.g. a damaged shard); this
+    rank only stops."""
+
+
+# what gloo raises in a collective when a peer process has exited (NCCL ranks are simply ended by torchrun)
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
 
 
 def _run_info(cfg: TrainConfig, runtime: Runtime, stream: ShardStream) -> dict[str, Any]:
@@ -202,6 +212,8 @@ def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | 
     Raises:
         RunError: the run folder holds another run, or differs from the one being resumed.
         preflight.PreflightError: a batch the dataset cannot fill on every rank; ``extend`` to fewer steps.
+        shards.ShardError: a damaged shard (from the stream, loader workers included).
+        PeerStopped: under torchrun, another rank ended (and reports why).
     """
     cfg.validate()
     check_dataset(cfg)
@@ -212,8 +224,14 @@ def train(cfg: TrainConfig, resume: bool = False, echo: Callable[[str], None] | 
     init_distributed(runtime)
     try:
         result = _train(cfg, runtime, resume, echo, extend)
-    except BaseException:
+    except ShardError:
+        # keep the process group until this rank has reported the shard and exits: torn down now, the peers'
+        # collectives would fail first and torchrun could end this rank before it prints
+        raise
+    except BaseException as exc:
         shutdown_distributed(wait=False)  # the other ranks may never reach a barrier
+        if runtime.distributed and isinstance(exc, RuntimeError) and any(s in str(exc) for s in _PEER_GONE):
+            raise PeerStopped(f"rank {runtime.rank}: another rank stopped the run") from exc
         raise
     shutdown_distributed()
     return result
@@ -260,7 +278,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
     t0 = t_window = time.perf_counter()
     last: dict[str, Any] = {"step": start, "loss": None, "checkpoint": None}
     method.train()
-    batches = iter(loader)
+    batches = loader_batches(loader)
     try:
         for step in range(start, end):
             batch = next(batches)

@@ -2,10 +2,12 @@
 ``make_pair`` plus a replay of its crop draws (boxes and label maps), as plain arrays the report draws.
 
 torch is imported only inside the functions, so ``require_torch`` tells whether the ``train`` extra is there.
+``views_augmenter`` is the callable ``report.views`` draws with (the report never imports the trainer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,3 +85,21 @@ def augment_pair(key: str, meta: dict[str, Any], image: bytes, cfg: TrainConfig,
     shown = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return AugmentedPair(boxes, (snapped[0].flip, snapped[1].flip), scale, shown, labels, out.grids[:, 0].copy(),
                          out.ids[:, 0].copy())
+
+
+def views_augmenter(cfg: TrainConfig | None = None) -> Callable[[str, dict[str, Any], bytes, int], AugmentedPair]:
+    """``augment(key, meta, image, seed)`` → ``augment_pair(key, meta, image, cfg, seed)``, for
+    ``report.views.show_views`` (``cfg``: the default ``TrainConfig`` when None).
+
+    Raises:
+        ImportError: no torch (checked here, before any sample is read).
+    """
+    require_torch()
+    from .config import TrainConfig
+
+    config = cfg or TrainConfig()
+
+    def augment(key: str, meta: dict[str, Any], image: bytes, seed: int) -> AugmentedPair:
+        return augment_pair(key, meta, image, config, seed)
+
+    return augment
