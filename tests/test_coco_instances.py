@@ -181,3 +181,21 @@ def test_coco_box_rounds_outwards_and_clips(bbox, want) -> None:
 def test_an_annotation_without_bbox_or_mask_is_dropped() -> None:
     instances, notes = image_instances([{"id": 1, "category_id": 1}], 10, 10)
     assert instances == [] and notes == ["annotation 1: no bbox and missing or empty segmentation"]
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_box_from_an_rle_without_bbox_is_pycocotools_box(compressed) -> None:
+    mask = np.zeros((20, 30), np.uint8)
+    mask[3:9, 5:17] = 1
+    mask[12, 2] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    want = [int(v) for v in mask_utils.toBbox(rle).tolist()]
+    if compressed:
+        segm = {"size": [20, 30], "counts": rle["counts"].decode("ascii")}
+    else:  # column-major runs, as COCO's uncompressed crowd RLEs
+        flat = mask.ravel(order="F")
+        change = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
+        segm = {"size": [20, 30], "counts": ([0] if flat[0] else []) + runs}
+    instances, notes = image_instances([{"id": 1, "category_id": 1, "segmentation": segm, "iscrowd": 1}], 20, 30)
+    assert notes == [] and instances[0].bbox == want == [2, 3, 15, 10] and instances[0].segmentation_ok

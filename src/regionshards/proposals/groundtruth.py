@@ -181,9 +181,8 @@ def image_instances(anns: Sequence[Any], height: int, width: int) -> tuple[list[
         if "bbox" in ann:
             box, problem = coco_box(ann["bbox"], height, width)
         elif segm_problem is None:
-            mask_box = mask_utils.toBbox(_annotation_rle(ann, height, width)).tolist()
-            box, problem = coco_box(mask_box, height, width)
-            problem = problem and "the segmentation covers no pixel of the image"
+            box = _mask_box(annotation_to_mask(ann, height, width))
+            problem = None if box is not None else "no bbox and the segmentation covers no pixel of the image"
         else:
             box, problem = None, f"no bbox and {segm_problem}"
         if box is None:
@@ -193,6 +192,14 @@ def image_instances(anns: Sequence[Any], height: int, width: int) -> tuple[list[
             notes.append(f"annotation {ident}: {segm_problem} (box kept, no mask)")
         instances.append(Instance(ann, box, segm_problem is None))
     return instances, notes
+
+
+def _mask_box(mask: np.ndarray) -> list[int] | None:
+    """Pixel-covering ``[x, y, w, h]`` of an (H, W) 0/1 mask (``pycocotools.mask.toBbox``'s box), None if empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
 def usable_annotations(
