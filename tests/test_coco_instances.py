@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from build_inputs import FAST, photo
@@ -199,3 +201,44 @@ def test_a_box_from_an_rle_without_bbox_is_pycocotools_box(compressed) -> None:
         segm = {"size": [20, 30], "counts": ([0] if flat[0] else []) + runs}
     instances, notes = image_instances([{"id": 1, "category_id": 1, "segmentation": segm, "iscrowd": 1}], 20, 30)
     assert notes == [] and instances[0].bbox == want == [2, 3, 15, 10] and instances[0].segmentation_ok
+
+
+def test_both_schema_validators_agree_on_instances(built) -> None:
+    import copy
+
+    import jsonschema
+
+    from regionshards.shards.sample import sample_schema, schema_errors
+
+    (sample,) = list(open_dataset(built[0]))
+    meta = sample["json"]
+    reference = jsonschema.Draft7Validator(sample_schema())
+    bad = []
+    for change in (lambda m: m.update(ground_truth=None), lambda m: m["instances"].pop("iscrowd"),
+                   lambda m: m["instances"]["has_mask"].__setitem__(0, True),
+                   lambda m: m["instances"]["iscrowd"].__setitem__(0, 2),
+                   lambda m: m["instances"]["bboxes"].__setitem__(0, [0, 0, 0, 1]),
+                   lambda m: m["instances"].update(extra=[])):
+        m = copy.deepcopy(meta)
+        change(m)
+        bad.append(m)
+    assert reference.is_valid(meta) and schema_errors(meta) == []
+    for m in bad:
+        assert not reference.is_valid(m) and schema_errors(m), m["instances"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=4, max_size=4),
+       st.integers(1, 50), st.integers(1, 50))
+def test_coco_box_is_inside_the_image_and_covers_the_clipped_box(bbox, h, w) -> None:
+    box, problem = coco_box(bbox, h, w)
+    if box is None:
+        assert problem
+        return
+    x, y, bw, bh = bbox
+    assert all(np.isfinite(bbox)) and bw > 0 and bh > 0
+    assert 0 <= box[0] and 0 <= box[1] and box[2] >= 1 and box[3] >= 1
+    assert box[0] + box[2] <= w and box[1] + box[3] <= h
+    # the pixel box contains the COCO box clipped to the image
+    assert box[0] <= max(x, 0) and min(x + bw, w) <= box[0] + box[2]
+    assert box[1] <= max(y, 0) and min(y + bh, h) <= box[1] + box[3]
