@@ -2,9 +2,10 @@
 
 Malformed structure (``images: null``, an image without an integer ``id``, an annotation without ``id`` or
 naming an unknown image ...) is a one-line ``SourceError`` naming the field; the content of each annotation
-(segmentation, box, category) is checked per image by the worker (``proposals.groundtruth.usable_annotations``),
-which drops unusable annotations with a note instead of failing the image. A ``file_name`` must stay inside the
-image folder: an absolute path, ``..`` or a symbolic link leading out is refused here, at plan time.
+(segmentation, box, category) is checked per image by the worker (``proposals.groundtruth.image_instances``),
+which keeps every usable instance's box (masked or not) and drops the rest with a note instead of failing the
+image. A ``file_name`` must stay inside the image folder: an absolute path, ``..`` or a symbolic link leading
+out is refused here, at plan time.
 """
 
 from __future__ import annotations

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import DEFAULT_MAX_BYTES, ImageError, decode_image, describe_exception
-from ..shards import GroundTruthData, InputRecord, ProposalsData, SegmentsData, ShardInfo, config_hash, write_shard
+from ..shards import (
+    GroundTruthData,
+    InputRecord,
+    InstancesData,
+    ProposalsData,
+    SegmentsData,
+    ShardInfo,
+    config_hash,
+    write_shard,
+)
 from ..shards._fs import local_path
 from ..shards.sample import record_sample, sample_to_members
 from .sources import ImageRef
@@ -240,7 +249,7 @@ def _compute(ref: ImageRef, config: Mapping[str, Any], seconds: dict[str, float]
     state["stage"] = "segments"
     t = time.perf_counter()
     try:
-        segments, ground_truth, note = _segments(ref, rgb, config)
+        segments, (ground_truth, instances), note = _segments(ref, rgb, config)
     finally:
         seconds["segments"] += time.perf_counter() - t
     state["stage"] = "proposals"
@@ -253,21 +262,25 @@ def _compute(ref: ImageRef, config: Mapping[str, Any], seconds: dict[str, float]
     record = InputRecord(
         key=ref.key, source=ref.source, image=data, image_format=decoded.format, image_mode=decoded.mode,
         width=w, height=h, segments=segments, proposals=proposals, ground_truth=ground_truth,
+        instances=instances,
     )
     return Outcome(record, fingerprint, note)
 
 
 def _segments(ref: ImageRef, rgb: Any, config: Mapping[str, Any]) -> tuple[SegmentsData | None, Any, str | None]:
+    """``(segments, (ground truth, instances), note)``; the ground-truth parts are None without annotations."""
     from ..proposals import felzenszwalb
-    from ..proposals.groundtruth import usable_annotations
+    from ..proposals.groundtruth import image_instances
 
     seg = config["segments"]
     h, w = rgb.shape[:2]
-    ground_truth, note = None, None
+    ground_truth, instances, note = None, None, None
     if ref.annotations is not None:
-        usable, notes = usable_annotations(ref.annotations, h, w)
+        found, notes = image_instances(ref.annotations, h, w)
         note = "; ".join(notes)[:2000] or None
+        usable = [inst.annotation for inst in found if inst.segmentation_ok]
         ground_truth = GroundTruthData.from_annotations(usable, h, w)
+        instances = InstancesData.from_instances(found, ground_truth)
         if seg["method"] == "gt":
             chosen = [a for a in usable if seg["params"]["include_crowd"] or not a.get("iscrowd", 0)]
             if not chosen:
@@ -279,14 +292,14 @@ def _segments(ref: ImageRef, rgb: Any, config: Mapping[str, Any]) -> tuple[Segme
                 rles, _ = annotations_to_rles(usable, h, w, include_crowd=True)
             else:  # the same painting as the ground truth's: reuse it
                 rles = list(ground_truth.rles)
-            return SegmentsData.from_rles(rles, "gt", seg["params"]), ground_truth, note
+            return SegmentsData.from_rles(rles, "gt", seg["params"]), (ground_truth, instances), note
     if seg["method"] == "fh":
         p = seg["params"]
         labels = felzenszwalb(rgb, p["scale"], p["sigma"], p["min_size"], backend=p["backend"])
-        return SegmentsData.from_labels(labels, "fh", p), ground_truth, note
+        return SegmentsData.from_labels(labels, "fh", p), (ground_truth, instances), note
     if seg["method"] == "gt":
         raise InputFailure("no-gt-mask", "no ground-truth mask: the input has no annotations")
-    return None, ground_truth, note
+    return None, (ground_truth, instances), note
 
 
 def _proposals(rgb: Any, config: Mapping[str, Any]) -> ProposalsData | None:

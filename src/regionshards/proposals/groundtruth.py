@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -103,29 +104,6 @@ def _rle_problem(segm: dict[str, Any], height: int, width: int) -> str | None:
     return None
 
 
-def annotation_problem(ann: Any, height: int, width: int) -> str | None:
-    """Why one COCO annotation cannot give a mask for a ``height`` x ``width`` image, or None if it can.
-
-    Checked before pycocotools sees anything: an integer ``id`` and ``category_id``, ``iscrowd`` 0/1, a
-    ``bbox`` (when present) of 4 finite numbers with non-negative size, and a segmentation that is either
-    polygons (each >= 3 finite points within one image size of the borders) or an RLE of exactly the image size
-    whose runs are well-formed and cover every pixel.
-    """
-    if not isinstance(ann, dict):
-        return "not a JSON object"
-    if not _is_int(ann.get("id")):
-        return "no integer 'id'"
-    if not _is_int(ann.get("category_id")):
-        return f"category_id {ann.get('category_id')!r} is not an integer"[:120]
-    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), bool | float):
-        return f"iscrowd {ann.get('iscrowd')!r} is not 0 or 1"[:120]
-    if "bbox" in ann:
-        box = _finite_numbers(ann["bbox"])
-        if box is None or len(box) != 4 or box[2] < 0 or box[3] < 0:
-            return "bbox is not 4 finite numbers [x, y, w, h] with w, h >= 0"
-    return segmentation_problem(ann.get("segmentation"), height, width)
-
-
 def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     """Why a COCO ``segmentation`` value cannot be rasterised for a ``height`` x ``width`` image, or None."""
     if segm is None or (isinstance(segm, list | tuple | dict) and len(segm) == 0):
@@ -139,24 +117,98 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     return f"segmentation of type {type(segm).__name__}"
 
 
+def coco_box(bbox: Any, height: int, width: int) -> tuple[list[int] | None, str | None]:
+    """A COCO ``bbox`` ``[x, y, w, h]`` (continuous coordinates, pixel i covering [i, i+1)) as the format's
+    whole-number pixel-covering box clipped to the image, or ``(None, problem)``.
+
+    The box covers pixels ``floor(x) .. ceil(x + w) - 1`` (for a box from ``pycocotools.mask.toBbox`` of a mask
+    this is exact: its values are whole), clipped to the ``width`` x ``height`` image. Refused: not 4 finite
+    numbers, ``w`` or ``h`` not positive, nothing left inside the image.
+    """
+    box = _finite_numbers(bbox)
+    if box is None or len(box) != 4:
+        return None, "bbox is not 4 finite numbers [x, y, w, h]"
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        return None, f"bbox size {w:g}x{h:g} is not positive"
+    # clip in floating point first: x + w may overflow to inf, and ceil(inf) raises
+    x0, y0 = math.floor(max(0.0, min(x, width))), math.floor(max(0.0, min(y, height)))
+    x1, y1 = math.ceil(max(0.0, min(x + w, width))), math.ceil(max(0.0, min(y + h, height)))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None, f"bbox [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {width}x{height} image"
+    return [x0, y0, x1 - x0, y1 - y0], None
+
+
+def _identity_problem(ann: Any) -> str | None:
+    if not isinstance(ann, dict):
+        return "not a JSON object"
+    if not _is_int(ann.get("id")):
+        return "no integer 'id'"
+    if not _is_int(ann.get("category_id")):
+        return f"category_id {ann.get('category_id')!r} is not an integer"[:120]
+    if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), bool | float):
+        return f"iscrowd {ann.get('iscrowd')!r} is not 0 or 1"[:120]
+    return None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One usable COCO annotation of an image: its dict, its pixel-covering ``[x, y, w, h]`` box inside the
+    image, and whether its segmentation is valid (a mask can be rasterised from it)."""
+
+    annotation: dict[str, Any]
+    bbox: list[int]
+    segmentation_ok: bool
+
+
+def image_instances(anns: Sequence[Any], height: int, width: int) -> tuple[list[Instance], list[str]]:
+    """Sort one image's annotations into usable instances and a note per problem, before pycocotools sees any.
+
+    An annotation is an instance when its ``id``, ``category_id`` and ``iscrowd`` are valid and it has a box:
+    its ``bbox`` (``coco_box``), or, without a ``bbox`` key, the box of its valid segmentation. A valid
+    segmentation (``segmentation_problem``) makes it a mask as well; an instance with an unusable one keeps its
+    box and gets a note ending in ``(box kept, no mask)`` (detection-only exports). Everything else is dropped
+    with a note. Notes are ``"annotation <id>: <why>"`` (deterministic text: ids, numbers and sizes only).
+    """
+    instances, notes = [], []
+    for i, ann in enumerate(anns):
+        ident = ann.get("id") if isinstance(ann, dict) and _is_int(ann.get("id")) else f"at position {i}"
+        problem = _identity_problem(ann)
+        if problem is not None:
+            notes.append(f"annotation {ident}: {problem}")
+            continue
+        segm_problem = segmentation_problem(ann.get("segmentation"), height, width)
+        if "bbox" in ann:
+            box, problem = coco_box(ann["bbox"], height, width)
+        elif segm_problem is None:
+            box = _mask_box(annotation_to_mask(ann, height, width))
+            problem = None if box is not None else "no bbox and the segmentation covers no pixel of the image"
+        else:
+            box, problem = None, f"no bbox and {segm_problem}"
+        if box is None:
+            notes.append(f"annotation {ident}: {problem}")
+            continue
+        if segm_problem is not None:
+            notes.append(f"annotation {ident}: {segm_problem} (box kept, no mask)")
+        instances.append(Instance(ann, box, segm_problem is None))
+    return instances, notes
+
+
+def _mask_box(mask: np.ndarray) -> list[int] | None:
+    """Pixel-covering ``[x, y, w, h]`` of an (H, W) 0/1 mask (``pycocotools.mask.toBbox``'s box), None if empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
 def usable_annotations(
     anns: Sequence[Any], height: int, width: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Split one image's annotations into those that give a mask and a note per dropped one.
-
-    Returns:
-        ``(usable, notes)``: the usable annotation dicts in input order, and one ``"annotation <id>: <why>"``
-        per dropped annotation (deterministic text: ids and sizes only).
-    """
-    usable, notes = [], []
-    for i, ann in enumerate(anns):
-        problem = annotation_problem(ann, height, width)
-        if problem is None:
-            usable.append(ann)
-        else:
-            ident = ann.get("id") if isinstance(ann, dict) and _is_int(ann.get("id")) else f"at position {i}"
-            notes.append(f"annotation {ident}: {problem}")
-    return usable, notes
+    """The annotations that give a mask (valid identity, box and segmentation; input order) and the notes of
+    ``image_instances`` (one per dropped annotation or lost mask)."""
+    instances, notes = image_instances(anns, height, width)
+    return [inst.annotation for inst in instances if inst.segmentation_ok], notes
 
 
 def _annotation_rle(ann: dict[str, Any], height: int, width: int) -> dict[str, Any]:

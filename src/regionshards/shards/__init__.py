@@ -4,7 +4,7 @@ manifest with checksums, safe reader and ``verify``. No torch, no Ray here."""
 from .keys import DuplicateKeyError, check_unique_keys, key_from_image_id, key_from_path
 from .manifest import MANIFEST_NAME, ManifestError, ShardInfo, config_hash, read_manifest, write_manifest
 from .reader import Recorder, ShardDataset, iter_shard, open_dataset
-from .records import FilterKeep, GroundTruthData, InputRecord, ProposalsData, SegmentsData, Source
+from .records import FilterKeep, GroundTruthData, InputRecord, InstancesData, ProposalsData, SegmentsData, Source
 from .sample import FORMAT_VERSION, label_map, record_sample, sample_json
 from .tario import ShardError
 from .verify import Finding, Report, verify
@@ -17,6 +17,7 @@ __all__ = [
     "FilterKeep",
     "Finding",
     "GroundTruthData",
+    "InstancesData",
     "InputRecord",
     "ManifestError",
     "ProposalsData",

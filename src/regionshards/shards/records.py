@@ -102,6 +102,40 @@ class GroundTruthData:
 
 
 @dataclass(frozen=True)
+class InstancesData:
+    """Every usable COCO instance of an image, masked or not, in annotation id order.
+
+    Attributes:
+        annotation_ids, category_ids: (N,) ints, COCO ``id`` and ``category_id``.
+        bboxes: (N, 4) whole-number pixel-covering ``[x, y, w, h]`` inside the image (COCO ``bbox`` rounded
+            outwards and clipped: ``proposals.groundtruth.coco_box``).
+        iscrowd: (N,) 0/1, COCO's ``iscrowd``.
+        has_mask: (N,) 0/1: 1 when the instance shows in the ground-truth partition (its id is among
+            ``GroundTruthData.annotation_ids``); 0 without a valid segmentation, for crowds (not painted) and for
+            instances fully hidden by smaller ones.
+    """
+
+    annotation_ids: Sequence[int]
+    category_ids: Sequence[int]
+    bboxes: np.ndarray
+    iscrowd: Sequence[int]
+    has_mask: Sequence[int]
+
+    @classmethod
+    def from_instances(cls, instances: Sequence[Any], ground_truth: GroundTruthData) -> InstancesData:
+        """From ``proposals.groundtruth.image_instances``'s instances and the image's ground truth."""
+        shown = {int(i) for i in ground_truth.annotation_ids if i != -1}
+        anns = [inst.annotation for inst in instances]
+        return cls(
+            [int(a["id"]) for a in anns],
+            [int(a["category_id"]) for a in anns],
+            np.asarray([inst.bbox for inst in instances], np.int64).reshape(-1, 4),
+            [int(a.get("iscrowd", 0)) for a in anns],
+            [int(int(a["id"]) in shown) for a in anns],
+        )
+
+
+@dataclass(frozen=True)
 class FilterKeep:
     """Which proposals a named filter keeps: ``keep`` (M,) int64 ascending indices; ``used`` the filter that
     produced them (the name itself, a fallback, or ``"whole-image"`` when nothing survived)."""
@@ -165,6 +199,7 @@ class InputRecord:
     segments: SegmentsData | None = None
     proposals: ProposalsData | None = None
     ground_truth: GroundTruthData | None = None
+    instances: InstancesData | None = None
 
     @classmethod
     def failed(cls, key: str, source: Source, reason: str, detail: str) -> InputRecord:
@@ -182,6 +217,7 @@ __all__ = [
     "FilterKeep",
     "GroundTruthData",
     "InputRecord",
+    "InstancesData",
     "ProposalsData",
     "SegmentsData",
     "Source",

@@ -20,7 +20,7 @@ import numpy as np
 from .. import proposals as algorithms  # lazy (PEP 562): numba loads on first use, not on import
 from ..images import EXIF_POLICY
 from .keys import check_key
-from .records import GroundTruthData, InputRecord, ProposalsData, SegmentsData
+from .records import GroundTruthData, InputRecord, InstancesData, ProposalsData, SegmentsData
 from .tario import MAX_FIELD_LENGTH, PICKLE_EXTENSIONS, is_valid_field
 
 FORMAT_VERSION = 1
@@ -124,6 +124,29 @@ def _proposals_json(props: ProposalsData, height: int, width: int, key: str) -> 
     }
 
 
+def _instances_json(inst: InstancesData, gt: Mapping[str, Any] | None, height: int, width: int,
+                    key: str) -> dict[str, Any]:
+    if gt is None:
+        raise ValueError(f"{key}: instances need the ground truth they refer to")
+    ids = _int_list(inst.annotation_ids, len(inst.annotation_ids), f"{key}: instance annotation ids")
+    n = len(ids)
+    if len(set(ids)) != n or ids != sorted(ids):
+        raise ValueError(f"{key}: instance annotation ids must be unique and ascending")
+    bboxes = _pixel_boxes(inst.bboxes, height, width, f"{key}: instance bboxes")
+    if bboxes.shape[0] != n:
+        raise ValueError(f"{key}: {bboxes.shape[0]} instance boxes for {n} instances")
+    out = {"annotation_ids": ids, "category_ids": _int_list(inst.category_ids, n, f"{key}: instance category ids"),
+           "bboxes": bboxes.tolist()}
+    shown = set(gt["annotation_ids"]) - {-1}  # -1: the background segment
+    for name, values in (("iscrowd", inst.iscrowd), ("has_mask", inst.has_mask)):
+        out[name] = _int_list(values, n, f"{key}: instance {name}")
+        if any(v not in (0, 1) for v in out[name]):
+            raise ValueError(f"{key}: instance {name} values must be 0 or 1")
+    if out["has_mask"] != [int(i in shown) for i in ids]:
+        raise ValueError(f"{key}: instance has_mask must be 1 exactly for the ids shown in the ground truth")
+    return out
+
+
 def sample_json(record: InputRecord, config_hash: str) -> dict[str, Any]:
     """The JSON object of an ok record's ``<key>.json`` member (schema: ``sample.schema.json``).
 
@@ -173,6 +196,8 @@ def sample_json(record: InputRecord, config_hash: str) -> dict[str, Any]:
         k = len(gt.rles)
         out["ground_truth"]["annotation_ids"] = _int_list(gt.annotation_ids, k, f"{key}: ground-truth annotation ids")
         out["ground_truth"]["category_ids"] = _int_list(gt.category_ids, k, f"{key}: ground-truth category ids")
+    if record.instances is not None:  # optional member of the object: COCO sources only (docs/format.md §4)
+        out["instances"] = _instances_json(record.instances, out["ground_truth"], h, w, key)
     return out
 
 

@@ -22,6 +22,7 @@ _SOURCE = frozenset({"path", "image_id", "class_index", "class_name"})
 _IMAGE = frozenset({"field", "format", "mode", "width", "height", "bytes", "exif_orientation"})
 _SEGMENTS = frozenset({"method", "params", "rles", "areas", "bboxes"})
 _GROUND_TRUTH = frozenset({"method", "rles", "areas", "bboxes", "annotation_ids", "category_ids"})
+_INSTANCES = frozenset({"annotation_ids", "category_ids", "bboxes", "iscrowd", "has_mask"})
 _PROPOSALS = frozenset({"method", "params", "boxes", "sizes", "levels", "filters"})
 _RLE = frozenset({"size", "counts"})
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
@@ -129,6 +130,17 @@ def _proposals(props: Any, out: dict[str, np.ndarray]) -> None:
         out[f"proposals.filters.{name}.keep"] = int_array(f["keep"], 0, f"proposals.filters.{name[:40]}.keep")
 
 
+def _instances(inst: Any, out: dict[str, np.ndarray]) -> None:
+    _dict(inst, _INSTANCES, "instances")
+    int_array(inst["annotation_ids"], -(2**63), "instances.annotation_ids")
+    int_array(inst["category_ids"], -(2**63), "instances.category_ids")
+    out["instances.bboxes"] = _boxes(inst["bboxes"], "instances.bboxes")
+    for name in ("iscrowd", "has_mask"):
+        arr = int_array(inst[name], 0, f"instances.{name}")
+        if arr.size and arr.max() > 1:
+            raise ShapeError(f"instances.{name}: values must be 0 or 1")
+
+
 def check_shape(meta: Any) -> dict[str, np.ndarray]:
     """Raise ``ShapeError`` at the first place ``meta`` leaves the sample schema (booleans aside, see above).
 
@@ -136,7 +148,7 @@ def check_shape(meta: Any) -> dict[str, np.ndarray]:
     (K,) int64, ``"proposals.filters.<name>.keep"`` ...), so later checks need not convert them again.
     """
     arrays: dict[str, np.ndarray] = {}
-    _dict(meta, _TOP, "sample")
+    _dict(meta, _TOP | {"instances"} if type(meta) is dict and "instances" in meta else _TOP, "sample")
     if type(meta["format_version"]) is not int or meta["format_version"] != 1:
         raise ShapeError(f"format_version: must be 1, got {str(meta['format_version'])[:20]!r}")
     _str(meta["key"], "key", _KEY)
@@ -162,4 +174,8 @@ def check_shape(meta: Any) -> dict[str, np.ndarray]:
         _partition(meta["ground_truth"], _GROUND_TRUTH, "ground_truth", arrays)
     if meta["proposals"] is not None:
         _proposals(meta["proposals"], arrays)
+    if "instances" in meta:  # optional: COCO sources; it describes the ground truth, so that must be there
+        if meta["ground_truth"] is None:
+            raise ShapeError("instances: present without ground_truth")
+        _instances(meta["instances"], arrays)
     return arrays

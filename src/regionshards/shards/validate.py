@@ -11,8 +11,8 @@ Nothing here allocates from a size the data declares before checking it against 
 * RLEs: each ``size`` equals the image's ``[H, W]``; the counts strings of one partition hold at most
   ``7 * (2 H W + K)`` characters (the most a partition of H·W pixels into K segments can need); each segment's
   runs sum to H·W — all before any label map is painted;
-* boxes lie within the image, per-segment and per-proposal lists have matching lengths, filter indices are
-  ascending indices into the proposals.
+* boxes lie within the image, per-segment, per-proposal and per-instance lists have matching lengths, filter
+  indices are ascending indices into the proposals, instance ``has_mask`` agrees with the ground truth.
 
 Problems come back as ``Problem(code, field, message)``: ``verify`` turns them into findings, the reader into
 ``ShardError``s naming shard and member. Codes are listed in ``docs/format.md`` ("What a reader guarantees").
@@ -250,6 +250,26 @@ def _proposal_problems(props: Mapping[str, Any], h: int, w: int, arrays: Mapping
     return out
 
 
+def _instance_problems(inst: Mapping[str, Any], gt: Mapping[str, Any], h: int, w: int,
+                       arrays: Mapping[str, np.ndarray]) -> list[Problem]:
+    ids = inst["annotation_ids"]
+    lengths = {name: len(inst[name]) for name in ("category_ids", "bboxes", "iscrowd", "has_mask")}
+    if any(n != len(ids) for n in lengths.values()):
+        return [Problem("length-mismatch", JSON_FIELD, f"instances: {len(ids)} annotation ids but {lengths}")]
+    problem = _boxes_problem(arrays["instances.bboxes"], h, w, "instance")
+    out = [problem] if problem is not None else []
+    if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+        out.append(Problem("instance-mismatch", JSON_FIELD, "instances: annotation ids are not ascending and unique"))
+    shown = set(gt["annotation_ids"]) - {-1}  # -1: the background segment
+    wrong = next((i for i, (a, m) in enumerate(zip(ids, inst["has_mask"], strict=True)) if m != (a in shown)), None)
+    if wrong is not None:
+        shows = "shows" if ids[wrong] in shown else "does not show"
+        out.append(Problem("instance-mismatch", JSON_FIELD, f"instances: has_mask of annotation {ids[wrong]} "
+                                                            f"is {inst['has_mask'][wrong]}, but the ground truth "
+                                                            f"{shows} it"))
+    return out
+
+
 def meta_problems(meta: Any, limits: Limits = DEFAULT_LIMITS, full_schema: bool = True) -> list[Problem]:
     """Everything that makes a parsed sample JSON unsafe or inconsistent on its own (no image needed).
 
@@ -278,6 +298,8 @@ def meta_problems(meta: Any, limits: Limits = DEFAULT_LIMITS, full_schema: bool 
             out += _partition_problems(meta[what], what, h, w, arrays)
     if meta["proposals"] is not None:
         out += _proposal_problems(meta["proposals"], h, w, arrays)
+    if "instances" in meta:
+        out += _instance_problems(meta["instances"], meta["ground_truth"], h, w, arrays)
     return out
 
 
