@@ -117,7 +117,11 @@ def run_readers(cases: dict[str, Mutation], base: Path, annotations: Path, tmp: 
                       "key": "animal_chelsea"})
     (tmp / "cases.json").write_text(json.dumps(specs))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+                                                        os.environ.get("PYTHONPATH", "")]),
+           # one BLAS/OpenMP thread: each extra OpenBLAS thread maps its own buffer on first use, which under the
+           # address-space limit made `report` fail now and then with "OpenBLAS error: Memory allocation still
+           # failed" — the budget is for what the readers allocate, not for a thread pool's buffers
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(DRIVER), str(tmp / "cases.json"), str(BUDGET_MIB), str(TOOL_TIMEOUT_S)],
                           capture_output=True, text=True, timeout=60 + 20 * TOOL_TIMEOUT_S * len(specs),
                           preexec_fn=_limit, env=env)
