@@ -116,7 +116,7 @@ def mixing(classes: int, per_class: int, shard_size: int, batch: int, buffer: in
 
 def _trainer_batches(shards, batch: int, buffer: int, batches: int = 2000) -> list[int]:
     """Distinct classes per batch as the trainer's epoch plan reads the shards (one rank, one worker)."""
-    from regionshards.trainer.data import EpochPlan, shuffled
+    from regionshards.trainer.epoch_plan import EpochPlan, shuffled
 
     plan = EpochPlan(tuple(s.name for s in shards), tuple(len(s.refs) for s in shards), 0, 0, 1, 0, batch, 1)
     start, stop = plan.worker_range(0)

@@ -134,7 +134,7 @@ def mixing_lines(batches: int = 100) -> list[str]:
     """Mean distinct classes per batch of 64 (per rank, and the global batch of all ranks) on class-sorted shards."""
     import numpy as np
 
-    from regionshards.trainer.data import batch_mixing, expected_distinct
+    from regionshards.trainer.epoch_plan import batch_mixing, expected_distinct
 
     labels = np.repeat(np.arange(1000), 1281)
     parts = [p.tolist() for p in np.array_split(labels, 1024)]

@@ -25,8 +25,9 @@ from regionshards.shards import (  # noqa: E402
 )
 from regionshards.shards.sample import canonical_json  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
-from regionshards.trainer.data import EpochPlan, ShardStream, make_loader, shuffled  # noqa: E402
+from regionshards.trainer.data import ShardStream, make_loader  # noqa: E402
 from regionshards.trainer.decode import decode_for_crops, parse_partition  # noqa: E402
+from regionshards.trainer.epoch_plan import EpochPlan, shuffled  # noqa: E402
 from regionshards.trainer.transforms import Crop, dct_scale  # noqa: E402
 
 torch.set_num_threads(1)  # two cores shared with other processes: OpenMP spinning would dominate
@@ -239,7 +240,7 @@ def class_sorted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_batches_mix_classes_like_iid_sampling_on_class_sorted_shards(class_sorted: Path) -> None:
-    from regionshards.trainer.data import batch_mixing, expected_distinct
+    from regionshards.trainer.epoch_plan import batch_mixing, expected_distinct
 
     iid = expected_distinct([5] * 24, 8)  # 8 samples drawn from 24 classes of 5: ≈ 6.9
     assert 6.5 < iid < 7.5
@@ -262,7 +263,7 @@ def test_batches_mix_classes_like_iid_sampling_on_class_sorted_shards(class_sort
 
 
 def test_interleave_takes_one_sample_per_open_shard_in_turn() -> None:
-    from regionshards.trainer.data import Span, interleaved
+    from regionshards.trainer.epoch_plan import Span, interleaved
 
     spans = [Span("a", 0, 3), Span("b", 1, 1), Span("c", 0, 2), Span("d", 0, 2)]
 
@@ -275,7 +276,7 @@ def test_interleave_takes_one_sample_per_open_shard_in_turn() -> None:
 
 
 def test_mix_ranks_gives_every_rank_all_shards_equal_batches_and_no_sample_twice(class_sorted: Path) -> None:
-    from regionshards.trainer.data import expected_distinct
+    from regionshards.trainer.epoch_plan import expected_distinct
 
     cfg = small_cfg(batch_size=8, shuffle_buffer=8, mix_ranks=True)
     per_rank = [epoch_keys(class_sorted, cfg, r, 2) for r in range(2)]
