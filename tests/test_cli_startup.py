@@ -39,21 +39,21 @@ def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
     assert not names & set(HEAVY), f"`regionshards {' '.join(args)}` imported {sorted(names & set(HEAVY))}"
 
 
-def test_no_command_module_imports_a_heavy_module() -> None:
-    code = ("import sys, regionshards.cli.main; "
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+def _heavy_after_importing(*modules: str) -> str:
+    """The heavy modules loaded by a fresh interpreter after ``import MODULES`` (as a printed sorted list)."""
+    code = f"import sys, {', '.join(modules)}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
-                         check=True).stdout.strip()
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                          check=True).stdout.strip()
+
+
+def test_no_command_module_imports_a_heavy_module() -> None:
+    out = _heavy_after_importing("regionshards.cli.main")
     assert out == "[]", f"importing the CLI (all {len(main.commands)} commands) loads {out}"
 
 
 def test_the_readers_import_no_heavy_module() -> None:
     """`verify`, `failures` and the reports start reading before any kernel is needed: the shard readers and
     verify load numba (for the RLE decode) on the first sample that needs it, not on import."""
-    code = ("import sys, regionshards.shards, regionshards.shards.verify, regionshards.report.failures; "
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
-                         check=True).stdout.strip()
+    out = _heavy_after_importing("regionshards.shards", "regionshards.shards.verify", "regionshards.report.failures")
     assert out == "[]", f"importing the readers loads {out}"
