@@ -56,10 +56,25 @@ def _cached_filesystem(url: str, env: tuple[str | None, ...]) -> tuple[Any, str]
     from pyarrow import fs as pafs
 
     if _cached_filesystem.cache_info().currsize == 0:
-        # pyarrow finalises its S3 client at exit; a filesystem still alive then aborts the process ("terminate
-        # called without an active exception"). atexit runs last-registered first: this runs before pyarrow's.
-        atexit.register(_cached_filesystem.cache_clear)
+        # pyarrow finalises its S3 client at exit; a filesystem still alive then, or the SDK's threads torn down
+        # by static destructors, aborts the process now and then ("terminate called without an active
+        # exception"). atexit runs last-registered first: this runs before pyarrow's own handler.
+        atexit.register(_release_filesystems)
     return pafs.FileSystem.from_uri(url)
+
+
+def _release_filesystems() -> None:
+    """Drop every cached filesystem, collect what referenced them, then finalise S3 while the interpreter (and
+    the SDK's threads) are still whole; pyarrow's own finaliser then finds nothing left to do."""
+    import gc
+
+    from pyarrow import fs as pafs
+
+    _cached_filesystem.cache_clear()
+    gc.collect()
+    finalize = getattr(pafs, "finalize_s3", None)
+    if finalize is not None:
+        finalize()
 
 
 def resolve(url: str) -> tuple[Any, str]:
