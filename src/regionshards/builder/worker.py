@@ -27,7 +27,7 @@ from ..shards import (
     config_hash,
     write_shard,
 )
-from ..shards._fs import local_path
+from ..shards._fs import file_kind, local_path
 from ..shards.sample import record_sample, sample_to_members
 from .sources import ImageRef
 
@@ -121,7 +121,7 @@ def read_input(uri: str, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, Fin
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputFailure("not-a-regular-file", _file_kind(st.st_mode))
+            raise InputFailure("not-a-regular-file", file_kind(st.st_mode))
         if st.st_size > max_bytes:
             raise InputFailure("too-many-bytes", f"{st.st_size} bytes > limit {max_bytes}",
                                Fingerprint(st.st_size, st.st_mtime_ns))
@@ -172,13 +172,6 @@ def _strip_filename(exc: OSError) -> OSError:
     """The OSError without its file name: details name inputs by their path relative to the source root."""
     return OSError(exc.errno, exc.strerror) if exc.errno is not None else exc
 
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 @dataclass(frozen=True)

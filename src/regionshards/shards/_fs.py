@@ -70,7 +70,8 @@ class NotARegularFile(OSError):
     """A local input that is not a regular file (a FIFO, a device, a folder, a socket, or a symlink to one)."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, in words ("a FIFO", "a folder" ...)."""
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
@@ -93,7 +94,8 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotARegularFile(f"{os.fspath(path)}: {_kind(mode)}, not a regular file; only regular files are read")
+            raise NotARegularFile(f"{os.fspath(path)}: {file_kind(mode)}, not a regular file; "
+                                  "only regular files are read")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -110,7 +112,7 @@ def file_problem(path: str | os.PathLike[str]) -> str | None:
         return "missing"
     except OSError as exc:
         return f"unreadable ({type(exc).__name__}: {exc})"
-    return None if stat.S_ISREG(mode) else _kind(mode)
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def read_regular(path: str | os.PathLike[str], max_bytes: int) -> bytes:
