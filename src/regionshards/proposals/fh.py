@@ -11,14 +11,13 @@ import numpy as np
 from scipy import ndimage
 
 from . import _fh_kernels as k
+from . import _fh_sort
 from ._fh_merge import segment_graph
 from ._image import as_rgb_uint8, skimage_channels, skimage_float64
 
 Backend = Literal["exact", "skimage", "opencv"]
 BACKENDS: tuple[str, ...] = ("exact", "skimage", "opencv")
 
-# skimage's img_as_float64 multiplies by 1/255 (not a division): a lookup table reproduces it bit for bit.
-_UINT8_TO_FLOAT = np.arange(256, dtype=np.float64) * (1.0 / 255.0)
 
 
 def felzenszwalb(
@@ -106,30 +105,30 @@ _SCIPY_MIN_SIGMA = 1e-15
 def smooth_image(img: np.ndarray, sigma: float) -> np.ndarray:
     """(H, W, C) uint8 or float → (H, W, C) float64: ``img_as_float64`` then skimage's Gaussian, bit for bit."""
     h, w, c = img.shape
+    src, scale = _source(img)
     out = np.empty((h, w * c), dtype=np.float64)
-    _smooth(img, sigma, np.empty((h, w * c), np.float64), out)
+    k.smooth_into(src, c, scale, _kernel(sigma), out)
+    if img.dtype != np.uint8 and not np.isfinite(out).all():
+        raise ValueError(_OVERFLOW)
     return out.reshape(h, w, c)
 
 
-def _smooth(img: np.ndarray, sigma: float, tmp: np.ndarray, out: np.ndarray) -> None:
+_OVERFLOW = "image values too large: the Gaussian smoothing overflows"
+_IDENTITY = np.ones(1, dtype=np.float64)
+
+
+def _kernel(sigma: float) -> np.ndarray:
+    # scipy leaves an axis alone for sigma <= 1e-15; a one-tap kernel of 1.0 changes no value either.
+    return gaussian_kernel(sigma) if sigma > _SCIPY_MIN_SIGMA else _IDENTITY
+
+
+def _source(img: np.ndarray) -> tuple[np.ndarray, float]:
+    """(H, W*C) rows to smooth and the factor that makes them skimage's ``img_as_float64``: uint8 as it is
+    with 1 / 255 (skimage multiplies by 1/255, not divides), anything else converted once, with 1.0."""
     h, w, c = img.shape
     if img.dtype == np.uint8:
-        # uint8 → float64 through a table (skimage multiplies by 1/255).
-        src8 = np.ascontiguousarray(img).reshape(h, w * c)
-        if sigma <= _SCIPY_MIN_SIGMA:
-            np.take(_UINT8_TO_FLOAT, src8, out=out)
-            return
-        k.smooth_rows_u8(src8, 1.0 / 255.0, gaussian_kernel(sigma), tmp)
-    else:
-        src = skimage_float64(img).reshape(h, w * c)
-        if sigma <= _SCIPY_MIN_SIGMA:
-            out[...] = src
-            return
-        k.smooth_rows(src, gaussian_kernel(sigma), tmp)
-    k.smooth_columns(tmp, c, gaussian_kernel(sigma), out)
-    if img.dtype != np.uint8 and not np.isfinite(out).all():
-        # inf - inf would make NaN edge weights, which skimage sorts last and we cannot order exactly.
-        raise ValueError("image values too large: the Gaussian smoothing overflows")
+        return np.ascontiguousarray(img).reshape(h, w * c), 1.0 / 255.0
+    return skimage_float64(img).reshape(h, w * c), 1.0
 
 
 class _Scratch(threading.local):
@@ -156,11 +155,10 @@ class _Scratch(threading.local):
 def _allocate(n: int, c: int) -> dict[str, np.ndarray]:
     e = 4 * n
     return {
-        "smooth": np.empty(c * n, np.float64),
-        "tmp": np.empty(c * n, np.float64),
         "packed": np.empty(e, np.uint64),
         "packed_tmp": np.empty(e, np.uint64),
         "weights": np.empty(e, np.float64),
+        "weights_tmp": np.empty(e, np.float64),
         "sorted_w": np.empty(e, np.float64),
         "order": np.empty(e, np.uint32),
         "rejected": np.empty(e, np.uint32),
@@ -202,31 +200,35 @@ def _felzenszwalb_exact(img: np.ndarray, scale: float, sigma: float, min_size: i
 
 
 def _sorted_graph(img: np.ndarray, sigma: float) -> tuple:
-    """The image's 8-neighbour graph in processing order: (h, w, edge ids, their weights, weights by edge
-    id, scratch buffers), in this thread's scratch buffers (valid until the next call)."""
+    """The image's 8-neighbour graph in processing order: (h, w, edge ids, their weights, scratch
+    buffers), in this thread's scratch buffers (valid until the next call)."""
     h, w, c = img.shape
     n, e = h * w, k.n_edges(h, w)
     b = _SCRATCH.get(n, c)
-    smooth = b["smooth"][: c * n].reshape(h, w * c)
-    _smooth(img, sigma, b["tmp"][: c * n].reshape(h, w * c), smooth)
-    weights, packed = b["weights"][: 4 * n], b["packed"][:e]
+    src, scale = _source(img)
+    weights, packed = b["weights"][:e], b["packed"][:e]
     id_bits = k.id_bits_for(n)
-    counts = np.empty((3, 1 << k.DIGIT_BITS), np.int64)
-    if not k.edge_weights(smooth.reshape(-1), h, w, c, weights, packed, counts, id_bits) or id_bits > 34:
+    top = np.empty(1 << _fh_sort.DIGIT_BITS, np.int64)
+    status = k.smooth_edges(src, c, scale, _kernel(sigma), img.dtype != np.uint8, weights, packed, top, id_bits)
+    if status == k.OVERFLOW:
+        # inf - inf would make NaN edge weights, which skimage sorts last and we cannot order exactly.
+        raise ValueError(_OVERFLOW)
+    n_digits, drop = 3, 0
+    if status == k.LONG_KEYS or id_bits > 34:
         # Keys longer than 30 bits: pack again with the digits they need (and keep key + id in 64 bits).
-        key_bits = k.key_of(k.max_weight(weights, h, w)).bit_length()
+        key_bits = _fh_sort.key_of(float(weights.max(initial=0.0))).bit_length()
         drop = max(0, key_bits - (64 - id_bits))
-        counts = np.empty(((key_bits - drop + k.DIGIT_BITS - 1) // k.DIGIT_BITS, 1 << k.DIGIT_BITS), np.int64)
-        k.pack_keys(weights, h, w, packed, counts, id_bits, drop)
-    else:
-        drop = 0
+        n_digits = max(1, -(-(key_bits - drop) // _fh_sort.DIGIT_BITS))
+        _fh_sort.pack_keys(weights, h, w, packed, top, id_bits, drop, n_digits)
     order, sorted_w = b["order"][:e], b["sorted_w"][:e]
-    k.sort_edges(packed, b["packed_tmp"][:e], counts, id_bits, drop, weights, order, sorted_w)
-    return h, w, order, sorted_w, weights, b
+    _fh_sort.sort_edges(
+        packed, weights, b["packed_tmp"][:e], b["weights_tmp"][:e], top, n_digits, id_bits, drop, order, sorted_w
+    )
+    return h, w, order, sorted_w, b
 
 
 def _merge(graph: tuple, scale: float, min_size: int) -> np.ndarray:
-    h, w, order, sorted_w, weights, b = graph
+    h, w, order, sorted_w, b = graph
     n, e = h * w, order.size
     labels = np.empty(n, np.int32)
     # skimage rescales scale to its [0, 1] float image: scale / 255.
@@ -235,13 +237,15 @@ def _merge(graph: tuple, scale: float, min_size: int) -> np.ndarray:
     if not segment_graph(order, sorted_w, *args, True, *scratch, labels):
         # Equal weights met where their order matters: replay skimage's own order (numpy's argsort of its
         # cost array), so that ties are broken exactly as skimage breaks them.
+        weights = np.empty(4 * n, np.float64)
+        weights[order] = sorted_w
         sk_order, sk_sorted_w = _skimage_order(weights, h, w)
         segment_graph(sk_order, sk_sorted_w, *args, False, *scratch, labels)
     return labels.reshape(h, w)
 
 
 def _skimage_order(weights: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Edge ids and weights in the order ``np.argsort`` gives skimage's cost array (right, down, down-right,
+    """Edge ids and weights (``weights`` indexed by edge id) in the order ``np.argsort`` gives skimage's cost array (right, down, down-right,
     up-right edges, each block in raster order)."""
     p = np.arange(h * w, dtype=np.int64).reshape(h, w)
     blocks = [4 * p[:, :-1], 4 * p[:-1, :] + 1, 4 * p[:-1, :-1] + 2, 4 * p[:-1, :-1] + 3]
