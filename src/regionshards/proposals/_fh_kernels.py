@@ -177,18 +177,20 @@ OK, LONG_KEYS, OVERFLOW = 0, 1, 2  # smooth_edges' results
 
 
 @numba.njit(cache=True, nogil=True)
-def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, check_finite: bool, wts: np.ndarray,
-                 packed: np.ndarray, top: np.ndarray, id_bits: int) -> int:
+def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, check_finite: bool,
+                 weights: np.ndarray, packed: np.ndarray, top: np.ndarray, id_bits: int, shift: int,
+                 top_shift: int) -> int:
     """Smooth an (H, W*C) image (``smooth_row``) and weigh its 8-neighbour graph in one pass over the rows,
     keeping two smoothed rows instead of the smoothed image.
 
-    Writes, for every edge ``e`` in edge order (pixels in raster order, each pixel's directions 0..3 that
-    stay inside the image): ``wts[e]`` its float64 weight and ``packed[e] = key << id_bits | id`` (the
-    30-bit sort key of ``_fh_sort``, ``id = 4 * pixel + direction``), and the histogram of the keys' top
-    10-bit digit in ``top`` (1024,). Returns ``OK``; ``LONG_KEYS`` when some key needs more than 30 bits
-    (weights of 2 or more: values outside [0, 1] or more than 3 channels), after which ``wts`` is complete
-    but ``packed`` must be rebuilt with ``_fh_sort.pack_keys``; ``OVERFLOW`` (with ``check_finite``) when
-    the smoothing overflowed to infinity, whose edge weights could not be ordered exactly.
+    Writes ``weights[id]`` (float64, ``id = 4 * pixel + direction``; entries of edges off the border are
+    left as they were), and for every edge ``e`` in edge order (pixels in raster order, each pixel's
+    directions 0..3 that stay inside the image) its word ``packed[e] = key << id_bits | id`` (``_fh_sort``:
+    ``shift`` the key's truncation), and the histogram of ``key >> top_shift`` in ``top`` (1024,). Returns
+    ``OK``; ``LONG_KEYS`` when some weight is 2 or more (values outside [0, 1] or more than 3 channels), so
+    that the keys need more bits: ``weights`` is complete but ``packed`` and ``top`` must be rebuilt with
+    ``_fh_sort.pack_keys``; ``OVERFLOW`` (with ``check_finite``) when the smoothing overflowed to infinity,
+    whose edge weights could not be ordered exactly.
     """
     h, wc = src.shape
     w = wc // c
@@ -197,8 +199,9 @@ def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, chec
     rows = np.empty((2, wc), dtype=np.float64)
     dist = np.zeros((4, w), dtype=np.float64)
     r = np.empty(8, dtype=np.float64)
-    shift = np.uint64(id_bits)
-    top_shift = np.uint64(2 * DIGIT_BITS)
+    id_shift = np.uint64(id_bits)
+    sh = np.uint64(shift)
+    ts = np.uint64(top_shift)
     mask = np.uint64((1 << DIGIT_BITS) - 1)
     any_key = np.uint64(0)
     smooth_row(src, 0, c, scale, kernel, line, rows[0])
@@ -219,10 +222,20 @@ def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, chec
                 if x + 1 == w and d == 0:
                     continue
                 v = dist[d, x]
-                wts[e] = v
-                k = key(np.float64(v).view(np.uint64))
+                weights[i + d] = v
+                k = key(np.float64(v).view(np.uint64), sh)
                 any_key |= k
-                top[(k >> top_shift) & mask] += 1
-                packed[e] = (k << shift) | np.uint64(i + d)
+                top[(k >> ts) & mask] += 1
+                packed[e] = (k << id_shift) | np.uint64(i + d)
                 e += 1
-    return OK if any_key < np.uint64(1 << (3 * DIGIT_BITS)) else LONG_KEYS
+    # Weights below 2 have keys of at most 59 - shift bits (exponents from 2**-126 to 2**0, 52 mantissa bits).
+    return OK if any_key < np.uint64(1 << (59 - shift)) else LONG_KEYS
+
+
+def max_weight(weights: np.ndarray, h: int, w: int) -> float:
+    """Largest edge weight in ``weights`` (indexed by edge id; the unused entries at the border skipped)."""
+    wv = weights.reshape(h, w, 4)
+    top = float(wv[:, :-1, 0].max(initial=0.0))
+    if h > 1:
+        top = max(top, float(wv[:-1, :, 1].max(initial=0.0)), float(wv[:-1, :-1, 2:].max(initial=0.0)))
+    return top

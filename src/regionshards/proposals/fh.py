@@ -155,14 +155,10 @@ class _Scratch(threading.local):
 def _allocate(n: int, c: int) -> dict[str, np.ndarray]:
     e = 4 * n
     return {
-        "packed": np.empty(e, np.uint64),
-        "packed_tmp": np.empty(e, np.uint64),
         "weights": np.empty(e, np.float64),
-        "weights_tmp": np.empty(e, np.float64),
-        "sorted_w": np.empty(e, np.float64),
-        "order": np.empty(e, np.uint32),
-        "rejected": np.empty(e, np.uint32),
-        "rejected_w": np.empty(e, np.float64),
+        "packed": np.empty(e, np.uint64),
+        "tmp": np.empty(e, np.uint64),
+        "rejected": np.empty(e, np.uint64),
         "forest": np.empty(n, np.int64),
         "mark": np.empty(n, np.int32),
     }
@@ -200,59 +196,58 @@ def _felzenszwalb_exact(img: np.ndarray, scale: float, sigma: float, min_size: i
 
 
 def _sorted_graph(img: np.ndarray, sigma: float) -> tuple:
-    """The image's 8-neighbour graph in processing order: (h, w, edge ids, their weights, scratch
-    buffers), in this thread's scratch buffers (valid until the next call)."""
+    """The image's 8-neighbour graph in processing order: (h, w, edge words, weights by edge id, id bits,
+    key shift, scratch buffers) (see _fh_sort), in this thread's scratch buffers (valid until the next call)."""
     h, w, c = img.shape
     n, e = h * w, k.n_edges(h, w)
     b = _SCRATCH.get(n, c)
     src, scale = _source(img)
-    weights, packed = b["weights"][:e], b["packed"][:e]
+    weights, packed = b["weights"][: 4 * n], b["packed"][:e]
     id_bits = k.id_bits_for(n)
+    # Keys of weights below 2 (every image in [0, 1] with up to 3 channels) have 59 bits before truncation.
+    shift = max(0, 59 - (64 - id_bits))
+    top_shift = max(0, 59 - shift - _fh_sort.DIGIT_BITS)
     top = np.empty(1 << _fh_sort.DIGIT_BITS, np.int64)
-    status = k.smooth_edges(src, c, scale, _kernel(sigma), img.dtype != np.uint8, weights, packed, top, id_bits)
+    status = k.smooth_edges(
+        src, c, scale, _kernel(sigma), img.dtype != np.uint8, weights, packed, top, id_bits, shift, top_shift
+    )
     if status == k.OVERFLOW:
         # inf - inf would make NaN edge weights, which skimage sorts last and we cannot order exactly.
         raise ValueError(_OVERFLOW)
-    n_digits, drop = 3, 0
-    if status == k.LONG_KEYS or id_bits > 34:
-        # Keys longer than 30 bits: pack again with the digits they need (and keep key + id in 64 bits).
-        key_bits = _fh_sort.key_of(float(weights.max(initial=0.0))).bit_length()
-        drop = max(0, key_bits - (64 - id_bits))
-        n_digits = max(1, -(-(key_bits - drop) // _fh_sort.DIGIT_BITS))
-        _fh_sort.pack_keys(weights, h, w, packed, top, id_bits, drop, n_digits)
-    order, sorted_w = b["order"][:e], b["sorted_w"][:e]
-    _fh_sort.sort_edges(
-        packed, weights, b["packed_tmp"][:e], b["weights_tmp"][:e], top, n_digits, id_bits, drop, order, sorted_w
-    )
-    return h, w, order, sorted_w, b
+    if status == k.LONG_KEYS:
+        key_bits = _fh_sort.key_bits_of(k.max_weight(weights, h, w))
+        shift = max(0, key_bits - (64 - id_bits))
+        top_shift = max(0, key_bits - shift - _fh_sort.DIGIT_BITS)
+        _fh_sort.pack_keys(weights, h, w, packed, top, id_bits, shift, top_shift)
+    _fh_sort.sort_edges(packed, b["tmp"][:e], top, top_shift, id_bits, weights)
+    return h, w, packed, weights, id_bits, shift, b
 
 
 def _merge(graph: tuple, scale: float, min_size: int) -> np.ndarray:
-    h, w, order, sorted_w, b = graph
-    n, e = h * w, order.size
+    h, w, packed, weights, id_bits, shift, b = graph
+    n, e = h * w, packed.size
     labels = np.empty(n, np.int32)
     # skimage rescales scale to its [0, 1] float image: scale / 255.
-    args = (h, w, scale / 255.0, min_size)
-    scratch = (b["forest"][:n], b["rejected"][:e], b["rejected_w"][:e], b["mark"][:n])
-    if not segment_graph(order, sorted_w, *args, True, *scratch, labels):
+    args = (weights, id_bits, shift, h, w, scale / 255.0, min_size)
+    scratch = (b["forest"][:n], b["rejected"][:e], b["mark"][:n])
+    if not segment_graph(packed, *args, True, *scratch, labels):
         # Equal weights met where their order matters: replay skimage's own order (numpy's argsort of its
         # cost array), so that ties are broken exactly as skimage breaks them.
-        weights = np.empty(4 * n, np.float64)
-        weights[order] = sorted_w
-        sk_order, sk_sorted_w = _skimage_order(weights, h, w)
-        segment_graph(sk_order, sk_sorted_w, *args, False, *scratch, labels)
+        segment_graph(_skimage_order(weights, h, w, id_bits, shift), *args, False, *scratch, labels)
     return labels.reshape(h, w)
 
 
-def _skimage_order(weights: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Edge ids and weights (``weights`` indexed by edge id) in the order ``np.argsort`` gives skimage's cost array (right, down, down-right,
-    up-right edges, each block in raster order)."""
-    p = np.arange(h * w, dtype=np.int64).reshape(h, w)
+def _skimage_order(weights: np.ndarray, h: int, w: int, id_bits: int, shift: int) -> np.ndarray:
+    """Edge words (see _fh_sort) in the order ``np.argsort`` gives skimage's cost array (right, down,
+    down-right, up-right edges, each block in raster order)."""
+    p = np.arange(h * w, dtype=np.uint64).reshape(h, w)
     blocks = [4 * p[:, :-1], 4 * p[:-1, :] + 1, 4 * p[:-1, :-1] + 2, 4 * p[:-1, :-1] + 3]
     ids = np.concatenate([block.ravel() for block in blocks])
-    costs = weights[ids]
-    queue = np.argsort(costs)
-    return np.ascontiguousarray(ids[queue].astype(np.uint32)), np.ascontiguousarray(costs[queue])
+    ids = ids[np.argsort(weights[ids])]
+    bits = weights[ids].view(np.uint64)
+    base = _fh_sort.BASE
+    keys = np.where(bits > base, (bits - base) >> np.uint64(shift), np.uint64(0))
+    return np.ascontiguousarray((keys << np.uint64(id_bits)) | ids)
 
 
 def _felzenszwalb_opencv(rgb: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
