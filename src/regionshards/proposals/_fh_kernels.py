@@ -57,15 +57,18 @@ def smooth_row(src: np.ndarray, y: int, c: int, scale: float, kernel: np.ndarray
     h, wc = src.shape
     w = wc // c
     r = kernel.size - 1
+    # Loops index row slices with the loop counter alone, so that LLVM can drop numba's negative-index
+    # wraparound and vectorise.
     m = line[r * c : r * c + wc]
+    row = src[y]
     for i in range(wc):
-        m[i] = (src[y, i] * scale) * kernel[0]
+        m[i] = (row[i] * scale) * kernel[0]
     for k in range(r, 0, -1):
-        above = _reflect(y - k, h)
-        below = _reflect(y + k, h)
+        sa = src[_reflect(y - k, h)]
+        sb = src[_reflect(y + k, h)]
         wk = kernel[k]
         for i in range(wc):
-            m[i] += (src[above, i] * scale + src[below, i] * scale) * wk
+            m[i] += (sa[i] * scale + sb[i] * scale) * wk
     for x in range(-r, 0):
         xs = _reflect(x, w)
         for ch in range(c):
@@ -78,10 +81,10 @@ def smooth_row(src: np.ndarray, y: int, c: int, scale: float, kernel: np.ndarray
         out[i] = m[i] * kernel[0]
     for k in range(r, 0, -1):
         wk = kernel[k]
-        lo = (r - k) * c
-        hi = (r + k) * c
+        la = line[(r - k) * c : (r - k) * c + wc]
+        lb = line[(r + k) * c : (r + k) * c + wc]
         for i in range(wc):
-            out[i] += (line[lo + i] + line[hi + i]) * wk
+            out[i] += (la[i] + lb[i]) * wk
 
 
 @numba.njit(cache=True, nogil=True)
@@ -138,15 +141,18 @@ def _row_distances(cur: np.ndarray, nxt: np.ndarray, w: int, c: int, below: bool
     a plain left-to-right sum below 8 channels, numpy's 8-accumulator pairwise sum from 8 to 128. One
     direction per loop, so the 3-channel loops vectorise (the square roots dominate)."""
     if c == 3:
+        cur1 = cur[3:]  # the pixel to the right, as a slice (see smooth_row)
+        nxt1 = nxt[3:]
+        d0, d1, d2, d3 = dist[0], dist[1], dist[2], dist[3]
         for x in range(w - 1):
-            dist[0, x] = _dist3(cur, 3 * x + 3, cur, 3 * x)
+            d0[x] = _dist3(cur1, 3 * x, cur, 3 * x)
         if below:
             for x in range(w):
-                dist[1, x] = _dist3(nxt, 3 * x, cur, 3 * x)
+                d1[x] = _dist3(nxt, 3 * x, cur, 3 * x)
             for x in range(w - 1):
-                dist[2, x] = _dist3(nxt, 3 * x + 3, cur, 3 * x)
+                d2[x] = _dist3(nxt1, 3 * x, cur, 3 * x)
             for x in range(w - 1):
-                dist[3, x] = _dist3(nxt, 3 * x, cur, 3 * x + 3)
+                d3[x] = _dist3(nxt, 3 * x, cur1, 3 * x)
         return
     for x in range(w - 1):
         dist[0, x] = _dist(cur, c * x + c, cur, c * x, c, r)
