@@ -70,9 +70,9 @@ def pack_keys(weights: np.ndarray, h: int, w: int, packed: np.ndarray, top: np.n
 
 @numba.njit(cache=True, nogil=True)
 def sort_edges(packed: np.ndarray, tmp: np.ndarray, top: np.ndarray, top_shift: int, id_bits: int,
-               weights: np.ndarray) -> None:
-    """Sort the (E,) uint64 edge words in ``packed`` in place by full weight, ties by edge id (``tmp``:
-    scratch of the same size).
+               weights: np.ndarray) -> np.ndarray:
+    """Sort the (E,) uint64 edge words in ``packed`` by full weight, ties by edge id, into ``tmp`` (of the
+    same size; ``packed`` is overwritten): returns ``tmp``.
 
     ``top`` is the histogram of ``key >> top_shift`` (the top digit), ``weights`` (4 * N,) float64 the
     weights by edge id.
@@ -95,8 +95,8 @@ def sort_edges(packed: np.ndarray, tmp: np.ndarray, top: np.ndarray, top_shift: 
         tmp[j] = v
         end_of[b] = j + 1
     # The next (up to) two digits below the top one, bucket by bucket (branch-free passes in cache beat
-    # one pass plus insertion sorts of the sub-buckets, whose mispredicted branches cost more); words
-    # that still agree on those 30 key bits are finished in place.
+    # one pass plus insertion sorts of the sub-buckets, whose mispredicted branches cost more); then, while
+    # the bucket is still in cache, words that agree on those 30 key bits and equal keys are finished.
     n_low = min(2, (top_shift + DIGIT_BITS - 1) // DIGIT_BITS)
     low_shift = max(0, top_shift - n_low * DIGIT_BITS)
     counts = np.empty((2, radix), dtype=np.int64)
@@ -104,21 +104,19 @@ def sort_edges(packed: np.ndarray, tmp: np.ndarray, top: np.ndarray, top_shift: 
         lo, hi = lo_of[b], end_of[b]
         if n_low > 0 and hi - lo >= _SMALL_BUCKET:
             _radix_bucket(tmp, packed, lo, hi, id_bits + low_shift, n_low, counts)
-        else:
-            for i in range(lo, hi):
-                packed[i] = tmp[i]
-            if n_low > 0:
-                _insertion_sort(packed, lo, hi)
-    if low_shift > 0:
-        _finish_runs(packed, np.uint64(id_bits + low_shift))
-    _order_equal_keys(packed, id_bits, weights)
+        elif n_low > 0:
+            _insertion_sort(tmp, lo, hi)
+        if low_shift > 0:
+            _finish_runs(tmp, lo, hi, np.uint64(id_bits + low_shift))
+        _order_equal_keys(tmp, lo, hi, id_bits, weights)
+    return tmp
 
 
 @numba.njit(cache=True, nogil=True)
 def _radix_bucket(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, shift0: int, n_passes: int,
                   counts: np.ndarray) -> None:
-    """LSD radix passes over ``src[lo:hi]`` on ``n_passes`` (1 or 2) digits from bit ``shift0`` up; the
-    result in ``dst[lo:hi]`` (``src`` is scratch)."""
+    """LSD radix passes over ``src[lo:hi]`` on ``n_passes`` (1 or 2) digits from bit ``shift0`` up, in place
+    (``dst[lo:hi]`` is scratch)."""
     radix = 1 << DIGIT_BITS
     mask = np.uint64(radix - 1)
     s0 = np.uint64(shift0)
@@ -144,29 +142,29 @@ def _radix_bucket(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, shift0: in
         dst[j] = v
         counts[0, c] = j + 1
     if n_passes == 1:
+        for i in range(lo, hi):
+            src[i] = dst[i]
         return
     for i in range(lo, hi):
-        src[i] = dst[i]
-    for i in range(lo, hi):
-        v = src[i]
+        v = dst[i]
         c = (v >> s1) & mask
         j = counts[1, c]
-        dst[j] = v
+        src[j] = v
         counts[1, c] = j + 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish_runs(p: np.ndarray, prefix_shift: np.uint64) -> None:
-    """Sort the runs of words that agree above ``prefix_shift`` (the radix-sorted bits) but not below."""
-    n = p.size
-    i = 1
+def _finish_runs(p: np.ndarray, start: int, n: int, prefix_shift: np.uint64) -> None:
+    """Sort the runs in ``p[start:n]`` of words that agree above ``prefix_shift`` (the radix-sorted bits)
+    but not below."""
+    i = start + 1
     while i < n:
         if p[i] > p[i - 1]:
             i += 1
             continue
         prefix = p[i] >> prefix_shift
         lo = i - 1
-        while lo > 0 and (p[lo - 1] >> prefix_shift) == prefix:
+        while lo > start and (p[lo - 1] >> prefix_shift) == prefix:
             lo -= 1
         end = i + 1
         while end < n and (p[end] >> prefix_shift) == prefix:
@@ -190,12 +188,11 @@ def _insertion_sort(p: np.ndarray, lo: int, hi: int) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _order_equal_keys(p: np.ndarray, id_bits: int, weights: np.ndarray) -> None:
-    """Put each run of equal keys (in id order) in full-weight order, stably."""
-    n = p.size
+def _order_equal_keys(p: np.ndarray, start: int, n: int, id_bits: int, weights: np.ndarray) -> None:
+    """Put each run of equal keys (in id order) in ``p[start:n]`` in full-weight order, stably."""
     id_shift = np.uint64(id_bits)
     id_mask = np.uint64((1 << id_bits) - 1)
-    i = 1
+    i = start + 1
     while i < n:
         k = p[i] >> id_shift
         if k != p[i - 1] >> id_shift:

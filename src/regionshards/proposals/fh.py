@@ -219,7 +219,7 @@ def _sorted_graph(img: np.ndarray, sigma: float) -> tuple:
         shift = max(0, key_bits - (64 - id_bits))
         top_shift = max(0, key_bits - shift - _fh_sort.DIGIT_BITS)
         _fh_sort.pack_keys(weights, h, w, packed, top, id_bits, shift, top_shift)
-    _fh_sort.sort_edges(packed, b["tmp"][:e], top, top_shift, id_bits, weights)
+    packed = _fh_sort.sort_edges(packed, b["tmp"][:e], top, top_shift, id_bits, weights)
     return h, w, packed, weights, id_bits, shift, b
 
 
