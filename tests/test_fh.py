@@ -126,3 +126,46 @@ def test_many_parameter_sets_equal_separate_calls() -> None:
             np.testing.assert_array_equal(labels, felzenszwalb(image, *p, channel_axis=axis))
             np.testing.assert_array_equal(labels, reference(image, p) if axis == -1 else
                                           relabel_raster_order(sk_felzenszwalb(image, *p, channel_axis=None)))
+
+
+def test_truncated_keys_decide_as_the_full_weights_do(rng: np.random.Generator) -> None:
+    """The merge decides on sort keys that drop the weights' low bits (see _fh_sort) and reads a full weight
+    only where the key cannot decide; made to read every full weight, it gives the same labels."""
+    from regionshards.proposals import _fh_sort, fh
+    from regionshards.proposals._fh_merge import segment_graph
+
+    images = (resized(skimage.data.astronaut(), 500), rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    for image in images:
+        for scale, sigma, min_size in (DETCON, SOCO, (50, 0.5, 10)):
+            h, w, packed, weights, id_bits, shift, _ = fh._sorted_graph(image, sigma)
+            assert 0 < shift <= _fh_sort.MAX_SHIFT
+            n, e = h * w, packed.size
+            labels = []
+            for s in (shift, _fh_sort.MAX_SHIFT + 1):
+                out = np.empty(n, np.int32)
+                scratch = (np.empty(n, np.int64), np.empty(e, np.uint64), np.empty(n, np.int32))
+                segment_graph(packed, weights, id_bits, s, h, w, scale / 255.0, min_size, False, *scratch, out)
+                labels.append(out)
+            np.testing.assert_array_equal(labels[0], labels[1])
+
+
+@pytest.mark.parametrize(("delta", "expected"), [(2.0**-45, [0, 0, 0]), (0.0, [0, 0, 1])])
+def test_a_merge_threshold_that_the_dropped_bits_round_is_exact(delta: float, expected: list) -> None:
+    """A 1 x 3 chain whose first merge threshold float32(w1 + 2 / 2) sits on a float32 rounding midpoint
+    up to bits the sort key drops: the merge must read the full weight, or the second edge (weight between
+    the two candidate thresholds) goes the wrong way."""
+    from regionshards.proposals import _fh_sort
+    from regionshards.proposals._fh_merge import segment_graph
+
+    midpoint = 1.5 + 2.0**-24  # between float32 1.5 and 1.5 + 2**-23; ties go to even, 1.5
+    w1, w2 = midpoint - 1.0 + delta, 1.5 + 2.0**-24
+    weights = np.zeros(12)
+    weights[0], weights[4] = w1, w2  # right edges of pixels 0 and 1
+    id_bits, shift = 4, 15
+    keys = [int(_fh_sort.key(np.float64(v).view(np.uint64), np.uint64(shift))) for v in (w1, w2)]
+    assert keys[0] == _fh_sort.key(np.float64(midpoint - 1.0).view(np.uint64), np.uint64(shift))
+    packed = np.array([keys[0] << id_bits | 0, keys[1] << id_bits | 4], dtype=np.uint64)
+    labels = np.empty(3, np.int32)
+    scratch = (np.empty(3, np.int64), np.empty(2, np.uint64), np.empty(3, np.int32))
+    segment_graph(packed, weights, id_bits, shift, 1, 3, 2.0, 1, True, *scratch, labels)
+    assert labels.tolist() == expected
