@@ -182,6 +182,16 @@ def _all_finite(v: np.ndarray) -> bool:
 OK, LONG_KEYS, OVERFLOW = 0, 1, 2  # smooth_edges' results
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _emit(v: float, ident: int, e: int, sh: np.uint64, id_shift: np.uint64, ts: np.uint64, weights: np.ndarray,
+          packed: np.ndarray, top: np.ndarray) -> np.uint64:
+    weights[ident] = v
+    k = key(np.float64(v).view(np.uint64), sh)
+    top[(k >> ts) & np.uint64((1 << DIGIT_BITS) - 1)] += 1
+    packed[e] = (k << id_shift) | np.uint64(ident)
+    return k
+
+
 @numba.njit(cache=True, nogil=True)
 def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, check_finite: bool,
                  weights: np.ndarray, packed: np.ndarray, top: np.ndarray, id_bits: int, shift: int,
@@ -200,7 +210,6 @@ def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, chec
     """
     h, wc = src.shape
     w = wc // c
-    top[:] = 0
     line = np.empty(wc + 2 * (kernel.size - 1) * c, dtype=np.float64)
     rows = np.empty((2, wc), dtype=np.float64)
     dist = np.zeros((4, w), dtype=np.float64)
@@ -208,7 +217,9 @@ def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, chec
     id_shift = np.uint64(id_bits)
     sh = np.uint64(shift)
     ts = np.uint64(top_shift)
-    mask = np.uint64((1 << DIGIT_BITS) - 1)
+    # One histogram per direction: a pixel's four edges often fall in the same bin, and four counters
+    # updated in turn do not wait for each other's stores.
+    tops = np.zeros((4, 1 << DIGIT_BITS), dtype=np.int64)
     any_key = np.uint64(0)
     smooth_row(src, 0, c, scale, kernel, line, rows[0])
     if check_finite and not _all_finite(rows[0]):
@@ -221,19 +232,22 @@ def smooth_edges(src: np.ndarray, c: int, scale: float, kernel: np.ndarray, chec
             if check_finite and not _all_finite(rows[(y + 1) & 1]):
                 return OVERFLOW
         _row_distances(rows[y & 1], rows[(y + 1) & 1], w, c, below, dist, r)
-        n_dirs = 4 if below else 1
-        for x in range(w):
-            i = 4 * (y * w + x)
-            for d in range(n_dirs if x + 1 < w else min(n_dirs, 2)):
-                if x + 1 == w and d == 0:
-                    continue
-                v = dist[d, x]
-                weights[i + d] = v
-                k = key(np.float64(v).view(np.uint64), sh)
-                any_key |= k
-                top[(k >> ts) & mask] += 1
-                packed[e] = (k << id_shift) | np.uint64(i + d)
+        i = 4 * y * w
+        if below:
+            for x in range(w - 1):
+                for d in range(4):
+                    any_key |= _emit(dist[d, x], i + d, e + d, sh, id_shift, ts, weights, packed, tops[d])
+                i += 4
+                e += 4
+            any_key |= _emit(dist[1, w - 1], i + 1, e, sh, id_shift, ts, weights, packed, tops[1])
+            e += 1
+        else:
+            for x in range(w - 1):
+                any_key |= _emit(dist[0, x], i, e, sh, id_shift, ts, weights, packed, tops[0])
+                i += 4
                 e += 1
+    for b in range(1 << DIGIT_BITS):
+        top[b] = (tops[0, b] + tops[1, b]) + (tops[2, b] + tops[3, b])
     # Weights below 2 have keys of at most 59 - shift bits (exponents from 2**-126 to 2**0, 52 mantissa bits).
     return OK if any_key < np.uint64(1 << (59 - shift)) else LONG_KEYS
 
