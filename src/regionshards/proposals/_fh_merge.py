@@ -12,12 +12,14 @@ import numba
 import numpy as np
 
 from ._fh_sort import BASE, MAX_SHIFT
+from ._prefetch import prefetch
 
 # Union-find forest in one int64 per pixel: a non-root holds its parent's index (>= 0); a root holds
 # ROOT | size << 32 | float32 bits of its merge threshold (negative as an int64), so the find that reaches
 # a root has also loaded its size and threshold (one cache line instead of three arrays).
 _ROOT = np.int64(-(1 << 63))
 _LOW = np.int64(0xFFFFFFFF)
+_AHEAD = 8  # edges: 4 to 8 ahead measured best (-7 % merge time), 32 a little worse
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -97,7 +99,12 @@ def segment_graph(
     # Only rejected edges can join two components in the min-size pass: accepted edges and edges already
     # inside a component stay inside one, since components only grow.
     n_rejected = 0
-    for i in range(packed.size):
+    n_edges = packed.size
+    for i in range(n_edges):
+        if i + _AHEAD < n_edges:
+            q = np.int64(packed[i + _AHEAD] & id_mask)
+            prefetch(forest, (q >> 2) + first[q & 3])
+            prefetch(forest, (q >> 2) + second[q & 3])
         p = packed[i]
         e = np.int64(p & id_mask)
         a = _find(forest, (e >> 2) + first[e & 3])
