@@ -142,10 +142,11 @@ def _init(forest: np.ndarray, mark: np.ndarray, scale: float) -> None:
     # Each root's merge threshold float32(cint + scale / size) changes only when the root absorbs another
     # component, so it is kept per root instead of being recomputed (two divisions) for every edge; the
     # values are the ones skimage computes.
-    threshold = forest.view(np.float32)  # threshold[2 * root]: the low half of the root's word
+    word = np.empty(1, dtype=np.int64)
+    word[0] = _ROOT | (np.int64(1) << 32)
+    word.view(np.float32)[0] = np.float32(0.0 + scale / 1.0)  # the low half (little-endian): the threshold
     for i in range(forest.size):
-        forest[i] = _ROOT | (np.int64(1) << 32)
-        threshold[2 * i] = np.float32(0.0 + scale / 1.0)
+        forest[i] = word[0]
         mark[i] = -1
 
 
