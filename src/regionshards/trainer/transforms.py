@@ -22,6 +22,7 @@ numpy/cv2 kernels on uint8 (one core each, no torch in the per-sample path):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -101,10 +102,22 @@ def resize_image(image: np.ndarray, crop: Crop, size: int) -> np.ndarray:
     return cv2.flip(out, 1) if crop.flip else out
 
 
+@functools.cache
+def _pixel_centres(size: int) -> np.ndarray:
+    centres = np.arange(size) + 0.5
+    centres.flags.writeable = False
+    return centres
+
+
 def sample_positions(start: int, length: int, scale: int, limit: int, size: int) -> np.ndarray:
     """(size,) int64 stored-pixel indices: the pixel containing each output pixel's centre, clipped to limit-1."""
-    centres = scale * (start + (np.arange(size) + 0.5) * (length / size))
-    return np.minimum(np.floor(centres).astype(np.int64), limit - 1)
+    # scale * (start + (i + 0.5) * (length / size)) in that order, in place; the centres are >= 0, so the
+    # truncating cast is the floor
+    centres = _pixel_centres(size) * (length / size)
+    centres += start
+    centres *= scale
+    positions = centres.astype(np.int64)
+    return np.minimum(positions, limit - 1, out=positions)
 
 
 def mask_positions(crop: Crop, scale: int, shape: tuple[int, ...], size: int) -> tuple[np.ndarray, np.ndarray]:

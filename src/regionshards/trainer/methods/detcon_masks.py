@@ -95,9 +95,10 @@ def view_grid(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, stride: in
 
 
 def sample_ids(grid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(k,) int64 ids drawn uniformly with replacement among the distinct ids of ``grid``."""
-    present = np.unique(grid)
-    return present[rng.integers(0, present.size, size=k)].astype(np.int64)
+    """(k,) int64 ids drawn uniformly with replacement among the distinct ids of ``grid`` (ids >= 0)."""
+    # the ids present in increasing order, as np.unique gives them, from a histogram (faster for G x G cells)
+    present = np.flatnonzero(np.bincount(grid.reshape(-1)))
+    return present[rng.integers(0, present.size, size=k)]
 
 
 def grid_masks(grid: np.ndarray, ids: np.ndarray) -> np.ndarray:
