@@ -160,7 +160,7 @@ def test_positions_equal_the_formula(start: int, length: int, scale: int, limit:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, 2000), min_size=1, max_size=49), st.integers(1, 32), st.integers(0, 2**32 - 1))
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=49), st.integers(1, 32), st.integers(0, 2**32 - 1))
 def test_sampled_ids_equal_the_unique_draws(values: list[int], k: int, seed: int) -> None:
     grid = np.array(values, np.int64).reshape(1, -1)
     got = sample_ids(grid, k, np.random.default_rng(seed))

@@ -95,11 +95,17 @@ def snap(crop: Crop, scale: int, height: int, width: int) -> Crop:
     return Crop(y, x, h, w, crop.flip)
 
 
-def resize_image(image: np.ndarray, crop: Crop, size: int) -> np.ndarray:
-    """(size, size, C) uint8: ``crop`` (in ``image``'s pixels) resized bicubic, mirrored when flipped."""
+def resize_image(image: np.ndarray, crop: Crop, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(size, size, C) uint8: ``crop`` (in ``image``'s pixels) resized bicubic, mirrored when flipped; written
+    into ``out`` (a C-contiguous (size, size, C) uint8 array, e.g. a batch slot) when given, and returned."""
     roi = image[crop.y : crop.y + crop.h, crop.x : crop.x + crop.w]
-    out = cv2.resize(roi, (size, size), interpolation=cv2.INTER_CUBIC)
-    return cv2.flip(out, 1) if crop.flip else out
+    view = cv2.resize(roi, (size, size), dst=out, interpolation=cv2.INTER_CUBIC)
+    if crop.flip:
+        view = cv2.flip(view, 1, dst=view)  # in place: no second view-sized array
+    if out is not None and view is not out:  # cv2 gave a new array (out of another shape or type)
+        out[...] = view
+        return out
+    return view
 
 
 @functools.cache

@@ -35,7 +35,8 @@ class PairBuffers:
 
 
 def make_pair(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Generator, out: PairBuffers, i: int) -> None:
-    """Fill slot ``i`` of ``out`` with the two views of a shard sample (``iter_shard(parse_json=False)`` dict).
+    """Fill slot ``i`` of ``out`` with the two views of a shard sample (its JSON parsed and validated, as
+    ``shards.validated_sample`` gives it; raw JSON bytes are parsed here).
 
     Draw order (fixed, so a batch is reproducible from its generator): crop+flip of view 0, of view 1, colour of
     view 0, of view 1, ids of view 0, of view 1.
@@ -52,7 +53,7 @@ def make_pair(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Generator
     labels = decode_segments(part["rles"])
     for v, crop in enumerate(crops):
         grid_crop: Crop = snap(crop, scale, image.shape[0], image.shape[1])
-        out.images[v, i] = resize_image(image, grid_crop, size)
+        resize_image(image, grid_crop, size, out=out.images[v, i])
         rows, cols = mask_positions(grid_crop, scale, labels.shape, size)
         out.grids[v, i] = view_grid(labels, rows, cols, cfg.feature_stride, len(part["rles"]))
     if cfg.colour:
