@@ -15,8 +15,9 @@ p 1.0 / 0.1, solarize p 0 / 0.2). Outputs are uint8 views (normalisation happens
 neither pipeline does it here).
 
 * ours: ``regionshards.trainer.data.ShardStream`` (batches of 64) over WebDataset shards of ~50 KB JPEGs with
-  their sample JSON (segments as COCO RLE + SoCo proposals): safe tar reader, segments-only JSON parse, JPEG
-  decoded by OpenCV (reduced DCT size when both crops allow), ``decode_segments``, cv2/numpy kernels.
+  their sample JSON (segments as COCO RLE + SoCo proposals): safe tar reader, the validating parser once per
+  sample used (its JSON parsed there, once), JPEG decoded by OpenCV to RGB (reduced DCT size when both crops
+  allow), ``decode_segments``, cv2/numpy kernels.
 * torchvision: an ImageFolder-style folder of the same JPEGs, each with its JSON file; PIL open + convert,
   ``json.load``, ``decode_segments`` for the label map, ``tv_tensors.Mask``, ``transforms.v2`` on (PIL image,
   mask) pairs, avg-pool of the one-hot masks + argmax for the grid, ``torch.randint`` for the ids.

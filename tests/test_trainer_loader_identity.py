@@ -194,3 +194,14 @@ def test_counts_gathered_from_strings_equal_the_general_path() -> None:
         with pytest.raises(ValueError) as general_error:
             _gather_counts([as_bytes[0], segments[1]])
         assert str(fast_error.value) == str(general_error.value)
+
+
+def test_an_index_error_in_the_checks_is_not_the_end_of_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import regionshards.trainer.data as data
+
+    def broken(sample: dict[str, Any]) -> dict[str, Any]:
+        raise IndexError("a bug in the checks")
+
+    monkeypatch.setattr(data, "validated_sample", broken)
+    with pytest.raises(IndexError, match="a bug"):
+        list(CheckedOnUse([{"__key__": "k"}]))

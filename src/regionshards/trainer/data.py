@@ -144,6 +144,12 @@ class CheckedOnUse(Sequence[dict[str, Any]]):
         self._labels[i] = sample_label(sample["json"])
         return sample
 
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # by index, not Sequence's iterate-until-IndexError: an IndexError out of a sample's checks must not
+        # end the batch early (slots left unwritten), it must surface
+        for i in range(len(self.raw)):
+            yield self[i]
+
     def labels(self) -> list[int]:
         """The class index of every sample (-1: none), validating any sample no method read."""
         for i, label in enumerate(self._labels):
