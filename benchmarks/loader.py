@@ -15,11 +15,16 @@ p 1.0 / 0.1, solarize p 0 / 0.2). Outputs are uint8 views (normalisation happens
 neither pipeline does it here).
 
 * ours: ``regionshards.trainer.data.ShardStream`` (batches of 64) over WebDataset shards of ~50 KB JPEGs with
-  their sample JSON (segments as COCO RLE + SoCo proposals): safe tar reader, segments-only JSON parse, JPEG
-  decoded by OpenCV (reduced DCT size when both crops allow), ``decode_segments``, cv2/numpy kernels.
+  their sample JSON (segments as COCO RLE + SoCo proposals): safe tar reader, the validating parser once per
+  sample used (its JSON parsed there, once), JPEG decoded by OpenCV to RGB (reduced DCT size when both crops
+  allow), ``decode_segments``, cv2/numpy kernels.
 * torchvision: an ImageFolder-style folder of the same JPEGs, each with its JSON file; PIL open + convert,
   ``json.load``, ``decode_segments`` for the label map, ``tv_tensors.Mask``, ``transforms.v2`` on (PIL image,
   mask) pairs, avg-pool of the one-hot masks + argmax for the grid, ``torch.randint`` for the ids.
+
+(a) is measured a second time as the trainer runs it by default, in one of 4 loader workers: each worker reads
+(and shuffles) its rank's whole stream and decodes every 4th batch, so its rate counts the samples it decodes;
+the torchvision side's per-sample work does not depend on workers (its figure is (a)'s again).
 
 Photos: the six bundled COCO photos at a long side of 500 px (ImageNet's mean is 469 x 387), JPEG quality 90,
 DetCon FH segments (1000, 0.8, 1000) and SoCo proposals, repeated to ``--samples``. Best of ``--repeats`` epochs.
@@ -108,12 +113,15 @@ class FolderPairs(torch.utils.data.Dataset):
         return out
 
 
-def rate_ours(data: Path, cfg: TrainConfig, repeats: int) -> float:
+def rate_ours(data: Path, cfg: TrainConfig, repeats: int, workers: int = 0) -> float:
+    """Best samples/s over ``repeats`` epochs; with ``workers``, those worker 0 of that many decodes (it reads the
+    rank's whole stream, as in training; the stream's own per-worker entry point, without a DataLoader)."""
     best = 0.0
     for epoch in range(repeats):
         stream = ShardStream(data, replace(cfg, seed=epoch), epochs=1)
+        batches = stream._epoch(stream.plan(0, workers), 0) if workers else stream
         t = time.perf_counter()
-        n = sum(b["view0"].shape[0] for b in stream)
+        n = sum(b["view0"].shape[0] for b in batches)
         best = max(best, n / (time.perf_counter() - t))
     return best
 
@@ -193,6 +201,9 @@ def main() -> None:
             ours = rate_ours(shards, cfg, args.repeats)
             theirs = rate_torchvision(folder, cfg, args.repeats)
             rows.append((label, ours, theirs))
+            if not colour:
+                rows.append(("(a) in one of 4 loader workers (per sample it decodes)",
+                             rate_ours(shards, replace(cfg, workers=4), args.repeats, workers=4), theirs))
     mean_px = sum(r.width * r.height for r in base) / len(base) / 1000
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, torch "

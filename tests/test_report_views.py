@@ -56,7 +56,7 @@ def _trainer_pair(sample, cfg: TrainConfig, seed: int):
     height, width = rles[0]["size"]
     rng = np.random.default_rng(seed)
     crops = [sample_crop(rng, height, width, cfg.views[v]) for v in range(2)]
-    image, scale, _ = decode_for_crops(sample.image, sample.meta["image"]["field"], height, width,
+    image, scale = decode_for_crops(sample.image, sample.meta["image"]["field"], height, width,
                                        dct_scale(crops, s))
     snapped = [snap(c, scale, *image.shape[:2]) for c in crops]
     labels = np.stack([resize_mask(decode_segments(rles), c, scale, s) for c in snapped])

@@ -215,17 +215,17 @@ def test_jpeg_is_decoded_at_reduced_size_when_both_crops_allow() -> None:
     rec = block_record("big", 260, 300, fmt="JPEG")
     big, small = Crop(0, 0, 250, 270, False), Crop(10, 10, 130, 140, False)
     assert dct_scale([big], 64) == 2 and dct_scale([big, small], 32) == 4 and dct_scale([small], 100) == 1
-    image, scale, bgr = decode_for_crops(rec.image, "jpg", 260, 300, 4)
-    assert (scale, bgr, image.shape) == (4, True, (65, 75, 3))
-    full, _, _ = decode_for_crops(rec.image, "jpg", 260, 300, 1)
+    image, scale = decode_for_crops(rec.image, "jpg", 260, 300, 4)
+    assert (scale, image.shape) == (4, (65, 75, 3))
+    full, _ = decode_for_crops(rec.image, "jpg", 260, 300, 1)
     reduced = full.reshape(65, 4, 75, 4, 3).mean(axis=(1, 3))
     assert np.abs(image.astype(float) - reduced).mean() < 4  # a DCT-domain downscale of the same pixels
 
 
 def test_png_is_decoded_at_full_size_and_sizes_are_checked() -> None:
     rec = block_record("p", 20, 30)
-    image, scale, bgr = decode_for_crops(rec.image, "png", 20, 30, 2)
-    assert (scale, bgr, image.shape) == (1, False, (20, 30, 3))
+    image, scale = decode_for_crops(rec.image, "png", 20, 30, 2)
+    assert (scale, image.shape) == (1, (20, 30, 3))
     with pytest.raises(ValueError, match="30x20"):
         decode_for_crops(rec.image, "png", 21, 30, 1)
 

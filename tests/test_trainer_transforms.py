@@ -161,11 +161,11 @@ def test_make_pair_composes_decode_crop_and_grid() -> None:
     make_pair({"__key__": "k", "jpg": buf.getvalue(), "json": meta}, cfg, np.random.default_rng(3), out, 0)
     rng = np.random.default_rng(3)
     crops = [sample_crop(rng, h, w, v) for v in cfg.views]
-    image, scale, _ = decode_for_crops(buf.getvalue(), "jpg", h, w, dct_scale(crops, 64))
+    image, scale = decode_for_crops(buf.getvalue(), "jpg", h, w, dct_scale(crops, 64))
     assert scale == 2
     for v, crop in enumerate(crops):
         c = snap(crop, scale, *image.shape[:2])
-        assert np.array_equal(out.images[v, 0], cv2.cvtColor(resize_image(image, c, 64), cv2.COLOR_BGR2RGB))
+        assert np.array_equal(out.images[v, 0], resize_image(image, c, 64))
         assert np.array_equal(out.grids[v, 0], majority_grid(resize_mask(labels, c, scale, 64), 32))
     for v in range(2):
         assert np.array_equal(out.ids[v, 0], sample_ids(out.grids[v, 0], 6, rng))

@@ -81,6 +81,18 @@ def _list_counts(counts: Any, index: int) -> np.ndarray:
 
 def _gather_counts(rles: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """All segments' int64 run counts in one flat array plus (K + 1,) offsets."""
+    try:  # the usual case, every counts a str (what JSON holds): one join, no per-segment conversions
+        strings = [rle["counts"] for rle in rles]
+        text = "".join(strings)
+    except (TypeError, KeyError):  # bytes or lists among them, or not an RLE: the general path sorts them out
+        text = None
+    if text is not None and text.isascii():
+        str_offsets = np.zeros(len(strings) + 1, np.int64)
+        np.cumsum([len(c) for c in strings], out=str_offsets[1:])
+        counts, offsets, bad = _chars_to_counts(np.frombuffer(text.encode("ascii"), np.uint8), str_offsets)
+        if bad >= 0:
+            raise ValueError(f"segment {bad}: malformed compressed RLE counts string")
+        return counts, offsets
     pieces: list[np.ndarray | None] = [None] * len(rles)
     str_index: list[int] = []
     str_bytes: list[bytes] = []

@@ -3,7 +3,7 @@ manifest with checksums, safe reader and ``verify``. No torch, no Ray here."""
 
 from .keys import DuplicateKeyError, check_unique_keys, key_from_image_id, key_from_path
 from .manifest import MANIFEST_NAME, ManifestError, ShardInfo, config_hash, read_manifest, write_manifest
-from .reader import Recorder, ShardDataset, iter_shard, open_dataset
+from .reader import Recorder, ShardDataset, iter_shard, open_dataset, validated_sample
 from .records import FilterKeep, GroundTruthData, InputRecord, InstancesData, ProposalsData, SegmentsData, Source
 from .sample import FORMAT_VERSION, label_map, record_sample, sample_json
 from .tario import ShardError
@@ -39,6 +39,7 @@ __all__ = [
     "record_sample",
     "sample_json",
     "shard_name",
+    "validated_sample",
     "verify",
     "write_manifest",
     "write_shard",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -109,7 +109,12 @@ def iter_sample_members(
 def _sample(key: str, members: list[Member], url: str, parse_json: bool, validate: bool, limits: Limits,
             config_hash: str | None) -> dict[str, Any] | ShardError:
     """One sample dict from its members, or the ``ShardError`` (naming shard and member) that refuses it."""
-    fields = {split_name(m.name)[1]: m.data or b"" for m in members}
+    return _fields_sample(key, {split_name(m.name)[1]: m.data or b"" for m in members}, url, parse_json, validate,
+                          limits, config_hash)
+
+
+def _fields_sample(key: str, fields: dict[str, bytes], url: str, parse_json: bool, validate: bool, limits: Limits,
+                   config_hash: str | None) -> dict[str, Any] | ShardError:
     if validate:
         meta, problems = check_sample(key, fields, limits, config_hash)
         if problems:
@@ -124,6 +129,27 @@ def _sample(key: str, members: list[Member], url: str, parse_json: bool, validat
     except SampleError as exc:
         member = next((f"{key}.{f}" for f in fields if is_json_field(f)), key)
         return ShardError(exc.code, url, member, str(exc))
+
+
+def validated_sample(sample: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS,
+                     config_hash: str | None = None) -> dict[str, Any]:
+    """A sample read with ``validate=False, parse_json=False``, put through the validating parser afterwards.
+
+    Returns what ``iter_shard`` (``validate=True, parse_json=True``) yields for the same members: a new dict
+    whose ``json`` is the trusted parsed JSON. For readers that hold many samples but use few of them (each of
+    the trainer's loader workers reads its rank's whole stream and decodes every W-th batch): the bytes are
+    validated, and parsed, only when they are used.
+
+    Raises:
+        ShardError: the one ``iter_shard`` raises for the sample (code, shard, member).
+    """
+    key, url = sample["__key__"], str(sample.get("__url__") or "")
+    fields = {f: v for f, v in sample.items() if not f.startswith("__")}
+    checked = _fields_sample(key, fields, url, True, True, limits, config_hash)
+    if isinstance(checked, ShardError):
+        raise checked
+    checked["__url__"] = url
+    return checked
 
 
 def iter_shard(

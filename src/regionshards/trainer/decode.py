@@ -16,8 +16,10 @@ import numpy as np
 from ..images import decode_image
 from .transforms import DCT_SCALES, Crop, resize_image, snap
 
-_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
+# RGB straight from libjpeg (the same pixels as BGR reversed): no channel swap of the views afterwards.
+_REDUCED_FLAGS = {s: (flag & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB
+                  for s, flag in ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2),
+                                  (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))}
 _DECODER = json.JSONDecoder()
 _SOURCE_TAIL = ',"source":'
 
@@ -54,13 +56,13 @@ def parse_partition(raw: bytes | str, which: str = "segments") -> dict[str, Any]
     return part
 
 
-def decode_for_crops(data: bytes, field: str, height: int, width: int, scale: int) -> tuple[np.ndarray, int, bool]:
+def decode_for_crops(data: bytes, field: str, height: int, width: int, scale: int) -> tuple[np.ndarray, int]:
     """Decode image bytes for crops that allow DCT scale ``scale``.
 
-    Returns ``(image, scale_used, bgr)``: an (h, w, 3) uint8 array of ``ceil(height / s) x ceil(width / s)``
-    pixels. JPEG goes through OpenCV (``IMREAD_REDUCED_COLOR_s``, EXIF orientation ignored as the format
-    requires, BGR order); anything else, or a JPEG OpenCV cannot read at the expected size, through
-    ``regionshards.images.decode_image`` at full size (RGB).
+    Returns ``(rgb, scale_used)``: an (h, w, 3) uint8 RGB array of ``ceil(height / s) x ceil(width / s)``
+    pixels. JPEG goes through OpenCV (``IMREAD_REDUCED_COLOR_s`` in RGB order, EXIF orientation ignored as the
+    format requires); anything else, or a JPEG OpenCV cannot read at the expected size, through
+    ``regionshards.images.decode_image`` at full size.
 
     Raises:
         ValueError: the decoded size differs from the segments' size.
@@ -70,11 +72,11 @@ def decode_for_crops(data: bytes, field: str, height: int, width: int, scale: in
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
         expected = (math.ceil(height / scale), math.ceil(width / scale))
         if image is not None and image.ndim == 3 and image.shape[:2] == expected and image.shape[2] == 3:
-            return image, scale, True
+            return image, scale
     rgb = decode_image(data).rgb
     if rgb.shape[:2] != (height, width):
         raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but its segments are {width}x{height}")
-    return rgb, 1, False
+    return rgb, 1
 
 
 def sample_meta(sample: dict[str, Any]) -> tuple[dict[str, Any], str, int, int]:
@@ -99,11 +101,11 @@ def joint_scale(crops: Sequence[Crop], sizes: Sequence[int]) -> int:
 
 
 class DecodedImage:
-    """An image decoded once for a set of crops: ``pixels`` (h, w, 3) uint8 at 1/``scale``, BGR when ``bgr``."""
+    """An image decoded once for a set of crops: ``pixels`` (h, w, 3) uint8 RGB at 1/``scale``."""
 
     def __init__(self, data: bytes, field: str, height: int, width: int, crops: Sequence[Crop],
                  sizes: Sequence[int]) -> None:
-        self.pixels, self.scale, self.bgr = decode_for_crops(data, field, height, width, joint_scale(crops, sizes))
+        self.pixels, self.scale = decode_for_crops(data, field, height, width, joint_scale(crops, sizes))
 
     def grid_crop(self, crop: Crop) -> Crop:
         """A stored-pixel crop snapped to the decoded grid (what the view is cut from; boxes use it too)."""
@@ -111,5 +113,4 @@ class DecodedImage:
 
     def view(self, grid_crop: Crop, size: int) -> np.ndarray:
         """(size, size, 3) uint8 RGB view of a crop on the decoded grid (bicubic, mirrored when flipped)."""
-        out = resize_image(self.pixels, grid_crop, size)
-        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB) if self.bgr else out
+        return resize_image(self.pixels, grid_crop, size)

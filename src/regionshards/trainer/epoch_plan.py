@@ -35,9 +35,11 @@ decoded.
 augmentations and id sampling of batch b use ``(seed, epoch, rank, b)`` — nothing depends on process-global
 random state.
 
-Samples are read with ``regionshards.shards.iter_shard`` (checked tar headers, no pickle) without parsing the
-JSON. A shard holding fewer samples than its manifest entry is an error (the epoch plan would no longer be equal
-across ranks). ``batch_mixing`` measures the plan's class mixing without reading any file.
+Samples are read with ``regionshards.shards.iter_shard`` (checked tar headers, no pickle) as raw members: every
+loader worker reads its rank's whole stream but decodes only its own batches, so the validating parser runs
+later, on the samples a batch uses (``ShardStream.make_batch``), once each. A shard holding fewer samples than
+its manifest entry is an error (the epoch plan would no longer be equal across ranks). ``batch_mixing``
+measures the plan's class mixing without reading any file.
 """
 
 from __future__ import annotations
@@ -164,12 +166,13 @@ _END = object()
 
 
 def read_spans(spans: Sequence[Span]) -> Iterator[dict[str, Any]]:
-    """Samples of each span (raw bytes, JSON unparsed), verifying that every shard holds what the plan expects."""
+    """Samples of each span (raw bytes, JSON unparsed and not yet validated: ``shards.validated_sample`` does
+    that for the samples used), verifying that every shard holds what the plan expects."""
     for span in spans:
         got = 0
         if span.take <= 0:
             continue
-        for i, sample in enumerate(iter_shard(span.url, parse_json=False)):
+        for i, sample in enumerate(iter_shard(span.url, parse_json=False, validate=False)):
             if i < span.skip:
                 continue
             yield sample

@@ -68,7 +68,7 @@ def augment_pair(key: str, meta: dict[str, Any], image: bytes, cfg: TrainConfig,
     replay = np.random.default_rng(seed)
     crops = [sample_crop(replay, height, width, cfg.views[v]) for v in range(2)]
     field = meta["image"]["field"]
-    image, scale, _ = decode_for_crops(image, field, height, width, dct_scale(crops, s))
+    image, scale = decode_for_crops(image, field, height, width, dct_scale(crops, s))
     full = decode_segments(part["rles"])
     snapped = [snap(c, scale, image.shape[0], image.shape[1]) for c in crops]
     labels = np.stack([resize_mask(full, c, scale, s) for c in snapped])

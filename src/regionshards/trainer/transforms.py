@@ -22,6 +22,7 @@ numpy/cv2 kernels on uint8 (one core each, no torch in the per-sample path):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -94,17 +95,35 @@ def snap(crop: Crop, scale: int, height: int, width: int) -> Crop:
     return Crop(y, x, h, w, crop.flip)
 
 
-def resize_image(image: np.ndarray, crop: Crop, size: int) -> np.ndarray:
-    """(size, size, C) uint8: ``crop`` (in ``image``'s pixels) resized bicubic, mirrored when flipped."""
+def resize_image(image: np.ndarray, crop: Crop, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(size, size, C) uint8: ``crop`` (in ``image``'s pixels) resized bicubic, mirrored when flipped; written
+    into ``out`` (a C-contiguous (size, size, C) uint8 array, e.g. a batch slot) when given, and returned."""
     roi = image[crop.y : crop.y + crop.h, crop.x : crop.x + crop.w]
-    out = cv2.resize(roi, (size, size), interpolation=cv2.INTER_CUBIC)
-    return cv2.flip(out, 1) if crop.flip else out
+    view = cv2.resize(roi, (size, size), dst=out, interpolation=cv2.INTER_CUBIC)
+    if crop.flip:
+        view = cv2.flip(view, 1, dst=view)  # in place: no second view-sized array
+    if out is not None and view is not out:  # cv2 gave a new array (out of another shape or type)
+        out[...] = view
+        return out
+    return view
+
+
+@functools.cache
+def _pixel_centres(size: int) -> np.ndarray:
+    centres = np.arange(size) + 0.5
+    centres.flags.writeable = False
+    return centres
 
 
 def sample_positions(start: int, length: int, scale: int, limit: int, size: int) -> np.ndarray:
     """(size,) int64 stored-pixel indices: the pixel containing each output pixel's centre, clipped to limit-1."""
-    centres = scale * (start + (np.arange(size) + 0.5) * (length / size))
-    return np.minimum(np.floor(centres).astype(np.int64), limit - 1)
+    # scale * (start + (i + 0.5) * (length / size)) in that order, in place; the centres are >= 0, so the
+    # truncating cast is the floor
+    centres = _pixel_centres(size) * (length / size)
+    centres += start
+    centres *= scale
+    positions = centres.astype(np.int64)
+    return np.minimum(positions, limit - 1, out=positions)
 
 
 def mask_positions(crop: Crop, scale: int, shape: tuple[int, ...], size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -95,9 +95,12 @@ def view_grid(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, stride: in
 
 
 def sample_ids(grid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """(k,) int64 ids drawn uniformly with replacement among the distinct ids of ``grid``."""
-    present = np.unique(grid)
-    return present[rng.integers(0, present.size, size=k)].astype(np.int64)
+    """(k,) int64 ids drawn uniformly with replacement among the distinct ids of ``grid`` (ids >= 0)."""
+    # the ids present in increasing order, as np.unique gives them: from a histogram (faster for G x G cells)
+    # unless the ids are large (a map of many segments), when the histogram would be
+    flat = grid.reshape(-1)
+    present = np.flatnonzero(np.bincount(flat)) if flat.max() < _COMPACT_ABOVE else np.unique(flat)
+    return present[rng.integers(0, present.size, size=k)].astype(np.int64, copy=False)
 
 
 def grid_masks(grid: np.ndarray, ids: np.ndarray) -> np.ndarray:

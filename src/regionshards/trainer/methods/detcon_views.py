@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -36,7 +35,8 @@ class PairBuffers:
 
 
 def make_pair(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Generator, out: PairBuffers, i: int) -> None:
-    """Fill slot ``i`` of ``out`` with the two views of a shard sample (``iter_shard(parse_json=False)`` dict).
+    """Fill slot ``i`` of ``out`` with the two views of a shard sample (its JSON parsed and validated, as
+    ``shards.validated_sample`` gives it; raw JSON bytes are parsed here).
 
     Draw order (fixed, so a batch is reproducible from its generator): crop+flip of view 0, of view 1, colour of
     view 0, of view 1, ids of view 0, of view 1.
@@ -49,14 +49,11 @@ def make_pair(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Generator
     height, width = (int(v) for v in part["rles"][0]["size"])
     size = cfg.image_size
     crops = [sample_crop(rng, height, width, cfg.views[v]) for v in range(2)]
-    image, scale, bgr = decode_for_crops(sample[field], field, height, width, dct_scale(crops, size))
+    image, scale = decode_for_crops(sample[field], field, height, width, dct_scale(crops, size))
     labels = decode_segments(part["rles"])
     for v, crop in enumerate(crops):
         grid_crop: Crop = snap(crop, scale, image.shape[0], image.shape[1])
-        view = resize_image(image, grid_crop, size)
-        if bgr:
-            view = cv2.cvtColor(view, cv2.COLOR_BGR2RGB)
-        out.images[0 if v == 0 else 1, i] = view
+        resize_image(image, grid_crop, size, out=out.images[v, i])
         rows, cols = mask_positions(grid_crop, scale, labels.shape, size)
         out.grids[v, i] = view_grid(labels, rows, cols, cfg.feature_stride, len(part["rles"]))
     if cfg.colour:
