@@ -135,22 +135,24 @@ def _radix_bucket(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, shift0: in
         y = counts[1, c]
         counts[1, c] = t1
         t1 += y
-    for i in range(lo, hi):
-        v = src[i]
-        c = (v >> s0) & mask
-        j = counts[0, c]
-        dst[j] = v
-        counts[0, c] = j + 1
+    _scatter(src, dst, lo, hi, s0, counts[0])
     if n_passes == 1:
         for i in range(lo, hi):
             src[i] = dst[i]
         return
+    _scatter(dst, src, lo, hi, s1, counts[1])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scatter(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, shift: np.uint64, pos: np.ndarray) -> None:
+    # One stable counting-sort pass of src[lo:hi] into dst by the digit at ``shift``; ``pos``: start offsets.
+    mask = np.uint64((1 << DIGIT_BITS) - 1)
     for i in range(lo, hi):
-        v = dst[i]
-        c = (v >> s1) & mask
-        j = counts[1, c]
-        src[j] = v
-        counts[1, c] = j + 1
+        v = src[i]
+        c = (v >> shift) & mask
+        j = pos[c]
+        dst[j] = v
+        pos[c] = j + 1
 
 
 @numba.njit(cache=True, nogil=True)
