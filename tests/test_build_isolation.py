@@ -308,3 +308,9 @@ def test_list_and_annotation_files_must_be_regular(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(SourceError, match="annotations /dev/zero is not a regular file"):
         list_source(tmp_path / "images", Path("/dev/zero"))
+
+
+def test_damaged_parquet_list_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "list.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 4 + b"PAR1")
+    with pytest.raises(SourceError, match="list.parquet: not a readable Parquet file list"):
+        list_source(tmp_path / "list.parquet")

@@ -322,3 +322,23 @@ def test_an_index_with_invalid_utf8_is_a_finding_not_a_crash(dataset_copy: Path)
     assert ("index-invalid", "shard-000000.parquet") in [(f.code, f.shard) for f in verify(dataset_copy).findings]
     with pytest.raises(ValueError, match="shard-000000.parquet: index data is damaged"):
         find_samples(open_report_dataset(dataset_copy), ["animal_chelsea"])
+
+
+def test_every_flipped_bit_of_an_index_is_a_value_error(tiny_dataset: Path, tmp_path: Path) -> None:
+    """pyarrow refuses damaged Parquet with several exception kinds (ArrowInvalid, ArrowNotImplementedError
+    for a flipped type width, OSError): ``read_index`` turns each into one ValueError naming the file."""
+    from regionshards.shards.index import read_index
+
+    original = (tiny_dataset / "shard-000000.parquet").read_bytes()
+    target = tmp_path / "shard-000000.parquet"
+    kinds = set()
+    for pos in range(len(original)):
+        damaged = bytearray(original)
+        damaged[pos] ^= 1 << (pos % 8)
+        target.write_bytes(bytes(damaged))
+        try:
+            read_index(target)
+        except ValueError as exc:
+            assert str(target) in str(exc)
+            kinds.add("refused")
+    assert "refused" in kinds

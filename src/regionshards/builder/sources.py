@@ -229,9 +229,13 @@ def _file_list(path: Path) -> SourceListing:
         entries = [(line.strip(), None) for line in text.splitlines()
                    if line.strip() and not line.lstrip().startswith("#")]
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise SourceError(f"{path}: not a readable Parquet file list: {exc}") from None
         if "path" not in table.column_names:
             raise SourceError(f"{path}: a Parquet file list needs a 'path' column (has {table.column_names})")
         names = table.column("class_name").to_pylist() if "class_name" in table.column_names else None

@@ -92,7 +92,7 @@ def read_index(source: str | Path | io.BufferedIOBase | Any) -> pa.Table:
     """
     try:
         table = pq.read_table(source)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:  # any pyarrow refusal (damaged files raise several kinds)
         raise ValueError(f"{source}: not a readable Parquet index: {exc}") from None
     if not table.schema.equals(INDEX_SCHEMA, check_metadata=False):
         raise ValueError(f"{source}: index schema differs from format version {FORMAT_VERSION}: {table.schema}")
