@@ -49,6 +49,14 @@ def _find_deep(forest: np.ndarray, i: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _edge_roots(forest: np.ndarray, word: np.uint64, id_mask: np.uint64, first: np.ndarray,
+                second: np.ndarray) -> tuple:
+    # The roots of the two pixels of an edge word (edge id 4 * p + d joins p + first[d] and p + second[d]).
+    e = np.int64(word & id_mask)
+    return _find(forest, (e >> 2) + first[e & 3]), _find(forest, (e >> 2) + second[e & 3])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _size(forest: np.ndarray, root: int) -> int:
     return (forest[root] >> 32) & 0x7FFFFFFF
 
@@ -180,9 +188,7 @@ def _finish(
         else:
             j = i + 1
         for r in range(i, j):
-            e = np.int64(rejected[r] & id_mask)
-            a = _find(forest, (e >> 2) + first[e & 3])
-            b = _find(forest, (e >> 2) + second[e & 3])
+            a, b = _edge_roots(forest, rejected[r], id_mask, first, second)
             if a == b:
                 continue
             sa = _size(forest, a)
@@ -228,9 +234,7 @@ def _tie_run_is_order_free(
     between two large components never merge). ``mark`` is -1 everywhere on entry and on return."""
     ok = True
     for r in range(lo, hi):
-        e = np.int64(rejected[r] & id_mask)
-        a = _find(forest, (e >> 2) + first[e & 3])
-        b = _find(forest, (e >> 2) + second[e & 3])
+        a, b = _edge_roots(forest, rejected[r], id_mask, first, second)
         if a == b:
             continue
         for s, other in ((a, b), (b, a)):
@@ -240,7 +244,7 @@ def _tie_run_is_order_free(
                 elif mark[s] != other:
                     ok = False
     for r in range(lo, hi):
-        e = np.int64(rejected[r] & id_mask)
-        mark[_find(forest, (e >> 2) + first[e & 3])] = -1
-        mark[_find(forest, (e >> 2) + second[e & 3])] = -1
+        a, b = _edge_roots(forest, rejected[r], id_mask, first, second)
+        mark[a] = -1
+        mark[b] = -1
     return ok
