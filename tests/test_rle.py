@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 from skimage import data
 from skimage.segmentation import felzenszwalb
 
+from regionshards.proposals._rle_kernels import _tiling_runs
 from regionshards.proposals.fh import relabel_raster_order
 from regionshards.proposals.rle import (
     area_and_bbox,
@@ -327,3 +328,63 @@ def test_segment_runs_tile_the_image_in_column_major_order(rng: np.random.Genera
     ends = np.append(starts[1:], flat.size)
     for start, end, seg in zip(starts, ends, segs, strict=True):
         assert (flat[start:end] == seg).all()
+
+
+# --------------------------------------------------------------------------------------- tiling runs
+
+
+def _reference_tiling(counts: np.ndarray, offsets: np.ndarray, n_pixels: int) -> tuple:
+    """The tiling check spelled out with numpy: runs in segment order, stable argsort by start, then a sweep."""
+    starts, ends, segs = [], [], []
+    for s in range(offsets.size - 1):
+        c = counts[offsets[s] : offsets[s + 1]]
+        if int(c.sum()) != n_pixels:
+            return 1, s, int(c.sum())
+        pos = np.concatenate([[0], np.cumsum(c)])
+        for i in range(1, c.size, 2):
+            if c[i] > 0:
+                starts.append(pos[i]), ends.append(pos[i + 1]), segs.append(s)
+    order = np.argsort(np.array(starts, np.int64), kind="stable")
+    starts, ends, segs = (np.array(a, np.int64)[order] for a in (starts, ends, segs))
+    covered = 0
+    for r in range(starts.size):
+        if starts[r] < covered:
+            return 2, segs[r], segs[r - 1], starts, segs
+        if starts[r] > covered:
+            return 3, covered, 0, starts, segs
+        covered = ends[r]
+    if covered < n_pixels:
+        return 3, covered, 0, starts, segs
+    return 0, 0, 0, starts, segs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 90), st.integers(0, 2**32 - 1), st.sampled_from(["tile", "random",
+                                                                                             "stacked", "crowded"]))
+def test_tiling_runs_sort_and_check_like_a_stable_argsort(n_pixels: int, k: int, seed: int, kind: str) -> None:
+    """Partitions (kept whole, or as given), random overlapping run lists, and many segments stacked on the same
+    pixels (crowded buckets: the argsort path) give the reference's runs, order and verdict."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    if kind == "tile":
+        labels = rng.integers(0, k, n_pixels)
+        for s in range(k):
+            fg = np.concatenate([[0], (labels == s).astype(np.int8), [0]])
+            edges = np.flatnonzero(np.diff(fg))
+            bounds = np.concatenate([[0], edges, [n_pixels]])
+            pieces.append(np.diff(bounds) if edges.size else np.array([n_pixels]))
+    else:
+        for _ in range(k):
+            if kind in ("stacked", "crowded"):  # crowded: every run starts at pixel 0
+                a = int(rng.integers(0, n_pixels)) if kind == "stacked" else 0
+                pieces.append(np.array([a, n_pixels - a]))
+            else:
+                cuts = np.sort(rng.integers(0, n_pixels + 1, int(rng.integers(0, 8))))
+                pieces.append(np.diff(np.concatenate([[0], cuts, [n_pixels]])))
+    counts = np.concatenate(pieces).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([p.size for p in pieces])]).astype(np.int64)
+    starts, segs, code, a, b = _tiling_runs(counts, offsets, n_pixels)
+    expected = _reference_tiling(counts, offsets, n_pixels)
+    assert (code, a, b) == expected[:3]
+    if code != 1:
+        assert np.array_equal(starts, expected[3]) and np.array_equal(segs, expected[4])

@@ -26,6 +26,7 @@ from regionshards.shards.validate import (
     check_sample,
     json_depth,
     load_json,
+    meta_problems,
     nesting,
     sniff_image,
 )
@@ -185,6 +186,67 @@ def test_json_depth_equals_the_parsed_depth(value) -> None:
     assert load_json(text) == value
 
 
+def _stdlib_load(data: bytes):
+    """load_json before orjson: the stdlib's value, or the refusal's code."""
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "bad-json"
+    except RecursionError:
+        return "json-too-deep"
+
+
+def _typed(value):
+    """A value with every scalar's type beside it (1 == 1.0 == True must not pass), NaN comparable."""
+    if isinstance(value, dict):
+        return ("dict", [(k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+_scalars = (st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70)
+            | st.floats(allow_nan=True, allow_infinity=True) | st.text())
+_documents = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=12)
+_tokens = st.sampled_from(['NaN', 'Infinity', '-Infinity', '"\\ud800"', '"\\udc00x"', '1e400', '-0', '1E-400',
+                           '123456789012345678901234567890', '0.1', '5e-324', '1.7976931348623157e308', '"\\u0000"',
+                           '\ufeff', ' ', '\t', ',', ']', '}', '{', '[', '"', '\\', ':', '00', '-', '.5', 'tru'])
+
+
+@settings(max_examples=600, deadline=None)
+@given(_documents, st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]), st.booleans(),
+       st.lists(st.tuples(st.integers(0, 10**6), _tokens), max_size=3))
+def test_load_json_reads_what_the_stdlib_reads(value, encoding: str, ascii_only: bool, inserts) -> None:
+    """Same value (types included) or the same refusal as the stdlib alone, on documents orjson reads and on
+    those it refuses (NaN, huge exponents, other encodings, lone surrogates, broken text); ``fast`` differs
+    only by giving integers outside [-2**63, 2**64) as floats (documented; ``check_sample`` handles them)."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    for at, token in inserts:
+        at %= len(text) + 1
+        text = text[:at] + token + text[at:]
+    data = text.encode(encoding, "surrogatepass")
+    expected = _stdlib_load(data)
+    for fast in (False, True):
+        try:
+            got = load_json(data, fast=fast)
+        except SampleError as exc:
+            got = exc.code
+        allowed = [_typed(expected), _typed(_wide_as_float(expected))] if fast else [_typed(expected)]
+        assert _typed(got) in allowed
+
+
+def _wide_as_float(value):
+    """The stdlib's value with each integer outside [-2**63, 2**64) as the nearest float (what orjson gives)."""
+    if isinstance(value, dict):
+        return {k: _wide_as_float(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wide_as_float(v) for v in value]
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return float(value)
+    return value
+
+
 def test_load_json_limits() -> None:
     with pytest.raises(SampleError) as info:
         load_json(b"[" * 33 + b"]" * 33)
@@ -254,6 +316,40 @@ def test_check_sample_accepts_every_real_sample(tiny_dataset: Path) -> None:
         meta, problems = check_sample(s["__key__"], fields)
         assert problems == [] and meta == json.loads(s["json"])
         assert canonical_json(meta) == s["json"]
+
+
+@pytest.mark.parametrize("where", ["segments.params", "proposals.params", "source.class_index", "image.width",
+                                   "segments.areas", "instances.annotation_ids"])
+@pytest.mark.parametrize("value", [10**30, -(10**30), 2**64, 2**63, -(2**63) - 1])
+def test_integers_past_64_bits_read_as_the_stdlib_reads_them(tiny_dataset: Path, where: str, value: int) -> None:
+    """orjson gives an integer outside [-2**63, 2**64) as a float: in free-form params the sample still reads
+    to the stdlib's integer; where the format has an integer (int64), anything outside int64 is refused, with
+    the stdlib's value too (2**63 used to wrap to -2**63 in an id array)."""
+    s = next(iter_shard(tiny_dataset / SHARD0, parse_json=False))
+    meta = json.loads(s["json"])
+    part, name = where.split(".")
+    if name == "params":
+        meta[part]["params"]["wide"] = [{"x": value}]
+    elif part == "instances":
+        meta["ground_truth"] = {"method": "coco", "rles": meta["segments"]["rles"][:1], "areas": [1536],
+                                "bboxes": [[0, 0, 48, 32]], "annotation_ids": [-1], "category_ids": [-1]}
+        meta["instances"] = {"annotation_ids": [value], "category_ids": [1], "bboxes": [[0, 0, 1, 1]],
+                             "iscrowd": [0], "has_mask": [0]}
+        assert meta_problems(json.loads(canonical_json(meta).replace(str(value).encode(), b"7"))) == []
+    elif name == "areas":
+        meta[part]["areas"][0] = value
+    else:
+        meta[part][name] = value
+    fields = {k: v for k, v in s.items() if not k.startswith("__")}
+    fields["json"] = canonical_json(meta)
+    got, problems = check_sample(s["__key__"], fields)
+    reference = meta_problems(json.loads(fields["json"]))  # the checks on the stdlib's value
+    if name == "params":
+        assert problems == [] and reference == []
+        assert type(got[part]["params"]["wide"][0]["x"]) is int and got == meta
+    else:
+        assert got is None and problems and reference
+        assert {p.code for p in problems} <= {"schema", "too-many-pixels"}
 
 
 def test_label_map_checks_a_dict_that_did_not_come_from_the_reader(tiny_dataset: Path) -> None:

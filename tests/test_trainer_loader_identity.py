@@ -29,7 +29,7 @@ from regionshards.shards import ShardError, iter_shard  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
 from regionshards.trainer.data import CheckedOnUse, ShardStream  # noqa: E402
 from regionshards.trainer.decode import decode_for_crops, parse_partition  # noqa: E402
-from regionshards.trainer.methods.detcon_masks import sample_ids, view_grid  # noqa: E402
+from regionshards.trainer.methods.detcon_masks import majority_grid, sample_ids  # noqa: E402
 from regionshards.trainer.transforms import (  # noqa: E402
     colour_augment,
     dct_scale,
@@ -85,7 +85,7 @@ def _old_batch(samples: list[dict[str, Any]], cfg: TrainConfig, rng: np.random.G
             rows = _old_positions(c.y, c.h, scale, labels.shape[0], s)
             cols = _old_positions(c.x, c.w, scale, labels.shape[1], s)
             cols = cols[::-1].copy() if c.flip else cols
-            grids[v, i] = view_grid(labels, rows, cols, cfg.feature_stride, len(part["rles"]))
+            grids[v, i] = majority_grid(labels[rows][:, cols], cfg.feature_stride)
         if cfg.colour:
             for v in range(2):
                 images[v, i] = colour_augment(images[v, i], rng, cfg.views[v])

@@ -18,9 +18,10 @@ from PIL import Image  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 from regionshards.proposals import encode_segments  # noqa: E402
+from regionshards.proposals.rle import segment_runs  # noqa: E402
 from regionshards.trainer.config import TrainConfig, ViewConfig  # noqa: E402
 from regionshards.trainer.decode import decode_for_crops  # noqa: E402
-from regionshards.trainer.methods.detcon_masks import majority_grid, sample_ids, view_grid  # noqa: E402
+from regionshards.trainer.methods.detcon_masks import majority_grid, runs_grid, sample_ids  # noqa: E402
 from regionshards.trainer.methods.detcon_views import PairBuffers, make_pair  # noqa: E402
 from regionshards.trainer.transforms import (  # noqa: E402
     Crop,
@@ -255,16 +256,39 @@ def test_majority_grid_is_avg_pool_argmax_with_ties_to_the_smallest_id(seed: int
     assert np.array_equal(majority_grid(mask, stride), _torch_majority(mask, stride))
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from([3, 40, 3000]), st.booleans())
-def test_view_grid_equals_the_grid_of_the_view_mask(seed: int, n: int, flip: bool) -> None:
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 3, 40, 3000]), st.booleans(), st.sampled_from([1, 2, 4]),
+       st.sampled_from([(64, 32), (12, 4), (7, 7)]), st.booleans())
+def test_runs_grid_equals_the_grid_of_the_view_mask(seed: int, n: int, flip: bool, scale: int, shape,
+                                                     blocky: bool) -> None:
+    """The grid counted from the map's runs equals the avg-pool/argmax grid of the view mask sampled from the
+    painted map: random maps (pixel noise, or few long runs crossing column ends), any crop, flip, DCT scale,
+    views larger and smaller than their crop, and the painted fallback beyond 1024 ids."""
+    size, stride = shape
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, n, (50, 70)).astype(np.int32)
-    labels[0, 0] = n - 1
-    crop = sample_crop(rng, 50, 70, VIEW)
+    h, w = (60, 80) if n > 1024 else (int(rng.integers(1, 60)), int(rng.integers(1, 80)))
+    if blocky:  # long runs that wrap from the bottom of one column into the next
+        labels = np.repeat(rng.integers(0, n, h * w // 37 + 1), 37)[: h * w].reshape((h, w), order="F")
+    else:
+        labels = rng.integers(0, n, (h, w))
+    labels = np.unique(labels, return_inverse=True)[1].reshape(h, w).astype(np.int32)  # ids 0..K-1, as stored
+    starts, segs, _, _ = segment_runs(encode_segments(labels))
+    gh, gw = -(-h // scale), -(-w // scale)
+    crop = sample_crop(rng, gh, gw, VIEW)
     crop = Crop(crop.y, crop.x, crop.h, crop.w, flip)
-    rows, cols = mask_positions(crop, 1, labels.shape, 64)
-    assert np.array_equal(view_grid(labels, rows, cols, 32, n), majority_grid(resize_mask(labels, crop, 1, 64), 32))
+    rows, cols = mask_positions(crop, scale, labels.shape, size)
+    got = runs_grid(starts, segs, h, w, rows, cols, stride, int(labels.max()) + 1)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, majority_grid(labels[rows][:, cols], stride))
+
+
+def test_runs_grid_takes_any_sample_positions() -> None:
+    """Rows out of order (no caller makes them) take the painted path and still give the view's grid."""
+    labels = np.arange(30, dtype=np.int32).reshape(5, 6) % 7
+    starts, segs, _, _ = segment_runs(encode_segments(labels))
+    rows = np.array([4, 0, 3, 3, 1, 2, 0, 4])
+    cols = np.array([5, 5, 0, 1, 2, 3, 4, 0])
+    assert np.array_equal(runs_grid(starts, segs, 5, 6, rows, cols, 4, 7), majority_grid(labels[rows][:, cols], 4))
 
 
 def test_sampled_ids_are_uniform_over_present_ids_with_replacement() -> None:

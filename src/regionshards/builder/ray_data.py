@@ -63,7 +63,8 @@ def ray_dataset(
     Imports ray (the ``ray[data]`` dependency) on call; Ray starts a local instance on first use unless
     ``ray.init`` was called. Ray's workers import ``regionshards`` to read the shards: on a cluster it must be
     installed on every node, as for ``regionshards build``. Nothing is read until the dataset is consumed, except
-    the manifest, which is checked here.
+    the manifest, which is checked here. Rows come in manifest order (shard by shard, each in its tar order);
+    this dataset's ``context.execution_options.preserve_order`` is set for that.
 
     Raises:
         FileNotFoundError, ManifestError: ``path`` is not a finished build (from ``open_dataset``).
@@ -84,4 +85,7 @@ def ray_dataset(
     if max_pixels is None:  # the build's own limit: every stored image passed it
         max_pixels = int(ds.manifest["config"].get("max_pixels", DEFAULT_MAX_PIXELS))
     rows = _ShardRows(decode, verify_sha256, max_pixels)
-    return ray.data.from_items(tasks, override_num_blocks=len(tasks)).flat_map(rows)
+    out = ray.data.from_items(tasks, override_num_blocks=len(tasks)).flat_map(rows)
+    # Rows in manifest order, as every other reader gives them: Ray Data otherwise emits blocks as tasks finish.
+    out.context.execution_options.preserve_order = True
+    return out

@@ -196,23 +196,47 @@ def _tiling_runs(counts: np.ndarray, offsets: np.ndarray, n_pixels: int):
             total += counts[t]
         if total != n_pixels:
             return np.empty(0, np.int64), np.empty(0, np.int64), 1, s, total
+    # Sorted by start with a bucket sort: buckets of 2**shift pixels, about one run each (runs that tile the
+    # image are disjoint), each kept sorted by insertion as its runs arrive in segment order — stable, so equal
+    # starts (an overlap) keep segment order. Runs crowded into one bucket (only overlapping segments can do
+    # that) take a stable argsort instead, so hostile counts cost O(R log R), not O(R**2).
+    shift = 0
+    while shift < 62 and (n_pixels >> (shift + 1)) >= n_runs:
+        shift += 1
+    n_buckets = (n_pixels >> shift) + 1
+    first = np.zeros(n_buckets + 1, np.int64)
+    for s in range(k):
+        pos = 0
+        for t in range(offsets[s], offsets[s + 1]):
+            if (t - offsets[s]) % 2 == 1 and counts[t] > 0:
+                first[(pos >> shift) + 1] += 1
+            pos += counts[t]
+    crowded = False
+    for b in range(n_buckets):
+        crowded |= first[b + 1] > 64
+        first[b + 1] += first[b]
     starts = np.empty(n_runs, np.int64)
     ends = np.empty(n_runs, np.int64)
     segs = np.empty(n_runs, np.int64)
-    r = 0
+    fill = first.copy()
     for s in range(k):
         pos = 0
         for t in range(offsets[s], offsets[s + 1]):
             c = counts[t]
             if (t - offsets[s]) % 2 == 1 and c > 0:
-                starts[r] = pos
-                ends[r] = pos + c
-                segs[r] = s
-                r += 1
+                b = pos >> shift
+                j = fill[b]
+                fill[b] = j + 1
+                while not crowded and j > first[b] and starts[j - 1] > pos:
+                    starts[j] = starts[j - 1]
+                    ends[j] = ends[j - 1]
+                    segs[j] = segs[j - 1]
+                    j -= 1
+                starts[j] = pos
+                ends[j] = pos + c
+                segs[j] = s
             pos += c
-    if k <= 64:
-        starts, ends, segs = _merge_by_start(starts, ends, segs, k)
-    else:
+    if crowded:
         order = np.argsort(starts, kind="mergesort")
         starts, ends, segs = starts[order], ends[order], segs[order]
     covered = 0
@@ -225,32 +249,3 @@ def _tiling_runs(counts: np.ndarray, offsets: np.ndarray, n_pixels: int):
     if covered < n_pixels:
         return starts, segs, 3, covered, 0
     return starts, segs, 0, 0, 0
-
-
-@numba.njit(cache=True, nogil=True)
-def _merge_by_start(starts: np.ndarray, ends: np.ndarray, segs: np.ndarray, k: int):
-    # Each segment's runs are already in start order: a k-way merge (linear scan of k heads, few segments)
-    # instead of a sort. Stable: equal starts keep segment order, like the stable argsort it replaces.
-    n = starts.size
-    head = np.empty(k + 1, np.int64)
-    stop = np.empty(k, np.int64)
-    r = 0
-    for s in range(k):
-        head[s] = r
-        while r < n and segs[r] == s:
-            r += 1
-        stop[s] = r
-    out_s = np.empty(n, np.int64)
-    out_e = np.empty(n, np.int64)
-    out_g = np.empty(n, np.int64)
-    for i in range(n):
-        best = -1
-        for s in range(k):
-            if head[s] < stop[s] and (best < 0 or starts[head[s]] < starts[head[best]]):
-                best = s
-        j = head[best]
-        out_s[i] = starts[j]
-        out_e[i] = ends[j]
-        out_g[i] = best
-        head[best] = j + 1
-    return out_s, out_e, out_g

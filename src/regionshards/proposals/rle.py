@@ -199,6 +199,11 @@ def decode_segments(rles: Sequence[dict[str, Any]]) -> np.ndarray:
     return _paint_rows(starts, segs, height, width)
 
 
+def paint_runs(starts: np.ndarray, segs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) int32 C-contiguous label map of the runs ``segment_runs`` returns (``decode_segments``' map)."""
+    return _paint_rows(starts, segs, height, width)
+
+
 def segment_runs(rles: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, int, int]:
     """The runs of a partition given as one RLE per segment, checked as ``decode_segments`` checks them.
 

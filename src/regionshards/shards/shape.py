@@ -30,6 +30,7 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 _FIELD = re.compile(r"[a-z0-9]{1,16}")
 _RESERVED = frozenset({"json", "pyd", "pkl", "pickle", "pth", "pt"})
 _COUNTS_CHARS = bytes(range(ord("0"), ord("o") + 1))
+_INT64_MAX = 2**63 - 1
 
 
 class ShapeError(ValueError):
@@ -37,8 +38,8 @@ class ShapeError(ValueError):
 
 
 def _int(value: Any, minimum: int, where: str) -> None:
-    if type(value) is not int or value < minimum:
-        raise ShapeError(f"{where}: must be an integer >= {minimum}, got {str(value)[:40]!r}")
+    if type(value) is not int or value < minimum or value > _INT64_MAX:  # the format's integers are int64
+        raise ShapeError(f"{where}: must be an integer in [{minimum}, 2**63 - 1], got {str(value)[:40]!r}")
 
 
 def _str(value: Any, where: str, pattern: re.Pattern[str] | None = None, min_length: int = 0) -> None:
@@ -65,7 +66,7 @@ def int_array(values: Any, minimum: int, where: str, width: int | None = None, m
     except (ValueError, OverflowError):  # ragged nesting, or an integer numpy cannot hold
         raise ShapeError(f"{where}: not a regular array of integers") from None
     expected = 1 if width is None else 2
-    if arr.dtype.kind not in "iu" or arr.ndim != expected or (width is not None and arr.shape[1] != width):
+    if arr.dtype.kind != "i" or arr.ndim != expected or (width is not None and arr.shape[1] != width):
         raise ShapeError(f"{where}: must be {'integers' if width is None else f'[{width} integers] items'}")
     arr = arr.astype(np.int64, copy=False)
     if arr.min() < minimum:

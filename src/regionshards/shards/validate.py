@@ -29,16 +29,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import orjson
 from PIL import Image
 
 from ..images import DEFAULT_MAX_PIXELS
+from .jpeg_header import jpeg_header
 from .sample import JSON_FIELD, image_extension, schema_errors
 from .shape import ShapeError, check_shape
 
 DEFAULT_MAX_JSON_BYTES = 64 << 20
 DEFAULT_MAX_JSON_DEPTH = 32  # the format nests 5 levels (sample → segments → rles → [i] → size)
 MAX_CHARS_PER_COUNT = 7  # a run count is at most 2**32 - 1: 7 five-bit chunks
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,19 @@ def json_depth(data: bytes) -> int:
     return int(np.cumsum(_OPEN[np.frombuffer(syntax, np.uint8)], dtype=np.int32).max())
 
 
-def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS, prescan: bool = True) -> Any:
+def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS, prescan: bool = True, fast: bool = False) -> Any:
     """Parse JSON bytes within ``limits``.
 
     ``prescan=False`` skips the depth scan of the text: the C decoder then stops a document nested past the
     interpreter's recursion limit (≈ 1000) with a RecursionError, reported as ``json-too-deep``, and the caller
     checks the depth of what it parsed (``check_sample`` does, for the only free-form parts, the ``params``).
+
+    ``fast=True`` parses with orjson (≈ 3x the stdlib's speed, ≈ 0.14 ms per trainer sample) and leaves to the
+    stdlib only what orjson refuses (NaN, exponents past float range, UTF-16/32, lone surrogates, too deep, not
+    JSON), so the same documents are read and refused, to the same values but one: an integer outside
+    [-2**63, 2**64) comes back as the nearest float (the stdlib keeps the integer). The sample checks refuse
+    such a float wherever the format has an integer, and ``check_sample`` re-reads a sample whose free-form
+    ``params`` hold one with the stdlib.
 
     Raises:
         SampleError: code ``json-too-large``, ``json-too-deep`` or ``bad-json`` (not UTF-8 / not JSON).
@@ -122,6 +130,11 @@ def load_json(data: bytes, limits: Limits = DEFAULT_LIMITS, prescan: bool = True
     depth = json_depth(data) if prescan else 0
     if depth > limits.max_json_depth:
         raise SampleError("json-too-deep", f"JSON nested {depth} levels > limit of {limits.max_json_depth}")
+    if fast:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib decides, with its errors below
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -147,6 +160,20 @@ def nesting(value: Any, limit: int) -> int:
     return deepest
 
 
+def _holds_wide_float(value: Any) -> bool:
+    """Whether a parsed value holds a float of magnitude >= 2**63 (iterative, like ``nesting``)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float and abs(item) >= 2.0**63:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 # ----------------------------------------------------------------------------------------------------- image
 
 
@@ -167,11 +194,15 @@ def sniff_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeade
         SampleError: ``image-unreadable`` for anything Pillow cannot identify or parse (every Pillow exception,
             whatever its type), ``too-many-pixels`` over the cap.
     """
+    plain = jpeg_header(data)  # a plain JPEG's header without Pillow's per-marker handlers: the same values
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides, below
-            with Image.open(io.BytesIO(data)) as img:
-                header = ImageHeader(str(img.format), str(img.mode), int(img.size[0]), int(img.size[1]))
+        if plain is not None:
+            header = ImageHeader(*plain)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides, below
+                with Image.open(io.BytesIO(data)) as img:
+                    header = ImageHeader(str(img.format), str(img.mode), int(img.size[0]), int(img.size[1]))
     except Image.DecompressionBombError as exc:
         raise SampleError("too-many-pixels", f"image header: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types; each one is a refused image
@@ -340,7 +371,7 @@ def check_sample(
         return None, [Problem("missing-member", next(iter(fields), JSON_FIELD), f"sample {key!r} has no {key}.json")]
     try:
         # No text prescan: the structure is fixed by the schema but for the params, whose depth is checked below.
-        meta = load_json(data, limits, prescan=False)
+        meta = load_json(data, limits, prescan=False, fast=True)
     except SampleError as exc:
         return None, [Problem(exc.code, JSON_FIELD, f"{key}.json: {exc}")]
     if full_schema is None:
@@ -349,6 +380,12 @@ def check_sample(
     if problems:
         return None, problems
     params = [meta[p]["params"] for p in ("segments", "proposals") if meta[p] is not None]
+    if _holds_wide_float(params):  # maybe orjson's float for an integer past 64 bits: read as the stdlib reads
+        meta = load_json(data, limits, prescan=False)
+        problems = meta_problems(meta, limits, full_schema)
+        if problems:
+            return None, problems
+        params = [meta[p]["params"] for p in ("segments", "proposals") if meta[p] is not None]
     depth = 1 + nesting(params, limits.max_json_depth)  # the sample object around the list standing for the parts
     if depth > limits.max_json_depth:
         return None, [Problem("json-too-deep", JSON_FIELD, f"{key}.json: params nested {depth} levels > limit of "

@@ -3,8 +3,9 @@
 * ``majority_grid``: a (S, S) view mask becomes the (S/stride, S/stride) grid of the C5 features, each cell
   holding its majority segment id — the average pool of the one-hot masks followed by an argmax, ties going
   to the smallest id (``torch.argmax`` returns the first maximum, and one-hot channels are in id order).
-* ``view_grid``: the same grid straight from the full label map and a view's nearest-sample positions, without
-  building the (S, S) view mask (one numba pass; equal to ``majority_grid`` of ``transforms.resize_mask``).
+* ``runs_grid``: the same grid straight from the label map's column-major runs and a view's nearest-sample
+  positions, building neither the label map nor the (S, S) view mask (one numba pass over the runs the view
+  meets; equal to ``majority_grid`` of ``transforms.resize_mask``).
 * ``sample_ids``: K ids drawn uniformly, with replacement, among the ids present on a view's grid; the same ids
   serve the online and the target branch.
 """
@@ -46,52 +47,73 @@ def majority_grid(mask: np.ndarray, stride: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _grid_votes(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, stride: int, n: int) -> np.ndarray:
+def _runs_votes(starts: np.ndarray, segs: np.ndarray, height: int, rows: np.ndarray, cols: np.ndarray,
+                stride: int, n: int) -> np.ndarray:
+    # Votes counted per run, not per pixel: in a stored column c the view's output rows sampling a run's
+    # rows [a, b) are the i with a <= rows[i] < b, i.e. i in [below[a], below[b]) (rows never decrease), so a
+    # run adds its length in output rows to each cell row it meets. Output columns sampling the same stored
+    # column within one cell column vote identically: counted once with their weight.
     size = rows.size
     g = size // stride
-    counts = np.zeros((g * g, n), np.int32)
+    r0 = rows[0]
+    r1 = rows[size - 1] + 1
+    below = np.empty(r1 - r0 + 1, np.int64)  # below[t] = #{i : rows[i] < r0 + t}
     i = 0
-    while i < size:
-        # output rows sampling the same stored row within one cell row vote identically: count them once
+    for t in range(r1 - r0 + 1):
+        while i < size and rows[i] < r0 + t:
+            i += 1
+        below[t] = i
+    counts = np.zeros((g * g, n), np.int64)
+    n_runs = starts.size
+    j = 0
+    while j < size:
+        c = cols[j]
+        cj = j // stride
         weight = 1
-        while i + weight < size and rows[i + weight] == rows[i] and (i + weight) // stride == i // stride:
+        while j + weight < size and cols[j + weight] == c and (j + weight) // stride == cj:
             weight += 1
-        line = labels[rows[i]]
-        base = (i // stride) * g
-        for cj in range(g):
-            j0 = cj * stride
-            current = line[cols[j0]]
-            run = 0
-            for j in range(j0, j0 + stride):
-                label = line[cols[j]]
-                if label == current:
-                    run += 1
-                else:
-                    counts[base + cj, current] += run * weight
-                    current = label
-                    run = 1
-            counts[base + cj, current] += run * weight
-        i += weight
+        top = c * height
+        r = np.searchsorted(starts, top + r0, side="right") - 1  # the run holding (r0, c)
+        a = r0
+        while a < r1:
+            b = min(starts[r + 1] - top, r1) if r + 1 < n_runs else r1
+            lo = below[a - r0]
+            hi = below[b - r0]
+            label = segs[r]
+            while lo < hi:
+                take = min(hi, (lo // stride + 1) * stride)
+                counts[(lo // stride) * g + cj, label] += (take - lo) * weight
+                lo = take
+            a = b
+            r += 1
+        j += weight
     out = np.empty(g * g, np.int64)
-    for c in range(g * g):
+    for cell in range(g * g):
         best = 0
         for k in range(1, n):
-            if counts[c, k] > counts[c, best]:
+            if counts[cell, k] > counts[cell, best]:
                 best = k
-        out[c] = best
+        out[cell] = best
     return out
 
 
-def view_grid(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray, stride: int, n_ids: int) -> np.ndarray:
-    """(G, G) int64 majority ids of the view whose mask is ``labels[rows][:, cols]`` ((S,) int64 positions).
+def runs_grid(starts: np.ndarray, segs: np.ndarray, height: int, width: int, rows: np.ndarray, cols: np.ndarray,
+              stride: int, n_ids: int) -> np.ndarray:
+    """(G, G) int64 majority ids of the view whose mask is ``labels[rows][:, cols]``, from the label map's runs.
 
-    ``labels`` is the full (H, W) int32 label map with ids 0..``n_ids``-1. Maps with more than 1024 ids take the
-    numpy path (the per-cell histogram would be too wide).
+    ``starts``, ``segs``: (R,) int64 column-major runs tiling the (``height``, ``width``) map with ids
+    0..``n_ids``-1 (``proposals.rle.segment_runs``); ``rows`` (non-decreasing) and ``cols``: (S,) int64 stored-
+    pixel positions (``transforms.mask_positions``). Equal to ``majority_grid(labels[rows][:, cols], stride)``
+    without building the label map: O(runs met) per sampled column instead of O(S) per sampled pixel. Maps
+    with more than 1024 ids (the per-cell histogram would be too wide) are painted and reduced with numpy.
     """
-    g = rows.size // stride
-    if n_ids > _COMPACT_ABOVE or rows.size % stride or rows.size != cols.size:
-        return majority_grid(labels[rows][:, cols], stride)
-    return _grid_votes(labels, rows, cols, stride, n_ids).reshape(g, g)
+    size = rows.size
+    if (n_ids > _COMPACT_ABOVE or size % stride or size != cols.size or not size
+            or (size > 1 and np.any(rows[1:] < rows[:-1]))):
+        from ...proposals.rle import paint_runs
+
+        return majority_grid(paint_runs(starts, segs, height, width)[rows][:, cols], stride)
+    return _runs_votes(starts, segs, height, rows, cols, stride, n_ids).reshape(size // stride, size // stride)
 
 
 def sample_ids(grid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...proposals import decode_segments
+from ...proposals.rle import segment_runs
 from ..config import TrainConfig
 from ..decode import decode_for_crops, parse_partition
 from ..transforms import Crop, colour_augment, dct_scale, mask_positions, resize_image, sample_crop, snap
-from .detcon_masks import sample_ids, view_grid
+from .detcon_masks import runs_grid, sample_ids
 
 
 @dataclass
@@ -50,12 +50,13 @@ def make_pair(sample: dict[str, Any], cfg: TrainConfig, rng: np.random.Generator
     size = cfg.image_size
     crops = [sample_crop(rng, height, width, cfg.views[v]) for v in range(2)]
     image, scale = decode_for_crops(sample[field], field, height, width, dct_scale(crops, size))
-    labels = decode_segments(part["rles"])
+    starts, segs, _, _ = segment_runs(part["rles"])  # the map's runs, checked to tile it; never painted
     for v, crop in enumerate(crops):
         grid_crop: Crop = snap(crop, scale, image.shape[0], image.shape[1])
         resize_image(image, grid_crop, size, out=out.images[v, i])
-        rows, cols = mask_positions(grid_crop, scale, labels.shape, size)
-        out.grids[v, i] = view_grid(labels, rows, cols, cfg.feature_stride, len(part["rles"]))
+        rows, cols = mask_positions(grid_crop, scale, (height, width), size)
+        out.grids[v, i] = runs_grid(starts, segs, height, width, rows, cols, cfg.feature_stride,
+                                    len(part["rles"]))
     if cfg.colour:
         for v in range(2):
             out.images[v, i] = colour_augment(out.images[v, i], rng, cfg.views[v])
