@@ -87,16 +87,18 @@ def _peak_bytes(path: Path) -> int:
 
 @pytest.mark.slow
 def test_memory_stays_flat_as_the_dataset_grows(tmp_path: Path) -> None:
-    small = write_synthetic(tmp_path / "n", 1000)
-    large = write_synthetic(tmp_path / "4n", 4000, seed=1)
+    small = write_synthetic(tmp_path / "n", 500)
+    large = write_synthetic(tmp_path / "4n", 2000, seed=1)
     data = {p: sum(f.stat().st_size for f in p.glob("*.tar")) for p in (small, large)}
     assert data[large] > 3.5 * data[small]  # four times the samples, four times the bytes
     compute_stats(small)  # imports, schema compilation: not part of the measurement
     peak_small, peak_large = _peak_bytes(small), _peak_bytes(large)
-    # Anything kept per sample (a list of values, of keys, of samples) would grow ~4x here.
-    assert peak_large < 1.25 * peak_small + 256 * 1024, (peak_small, peak_large)
+    # Anything kept per sample (a list of values, of keys, of samples) grows the peak with the dataset: the
+    # bound catches ≥ 350 bytes per sample kept over the 1,500 extra samples. Measured: 3.98 MB and 4.00 MB,
+    # the peak being one shard's buffers. (Under tracemalloc the stats run ≈ 10x slower: sizes kept small.)
+    assert peak_large < peak_small + 512 * 1024, (peak_small, peak_large)
     stats = compute_stats(large)
-    assert stats.samples_read == 4000 and stats.totals["failures"] == 40
+    assert stats.samples_read == 2000 and stats.totals["failures"] == 20
 
 
 def test_synthetic_numbers_match_the_samples(tmp_path: Path) -> None:

@@ -238,7 +238,7 @@ def test_random_mutations_fast(data: st.DataObject, tiny_dataset: Path, annotati
 
 
 @pytest.mark.slow
-@settings(max_examples=10, deadline=None, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_mutations_slow(data: st.DataObject, tiny_dataset: Path, annotations: Path, tmp_path: Path) -> None:
     _fuzz(data, 12, tiny_dataset, annotations, tmp_path)

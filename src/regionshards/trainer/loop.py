@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..shards import ShardError
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, adopt_legacy, config_differences
-from .data import ShardStream, loader_batches, make_loader
+from .data import ShardStream, loader_batches, make_loader, start_loader_server
 from .lars import LARS, learning_rate, param_groups, peak_learning_rate
 from .methods import MethodSpec, method_spec
 from .preflight import check_batch, extension, manifest_source
@@ -243,6 +243,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, resume: bool, echo: Callable[[str
     run = Path(cfg.out)
     start, checkpoint = _check_run_folder(cfg, runtime, resume, extend)
     barrier(runtime)
+    if cfg.workers:
+        start_loader_server(method_spec(cfg.method).family)  # its imports overlap the model's build
     method, optimizer = build(cfg, runtime)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, map_location=runtime.device)
