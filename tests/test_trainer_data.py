@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from regionshards.shards import (  # noqa: E402
 )
 from regionshards.shards.sample import canonical_json  # noqa: E402
 from regionshards.trainer.config import TrainConfig  # noqa: E402
-from regionshards.trainer.data import ShardStream, make_loader  # noqa: E402
+from regionshards.trainer.data import ShardStream, make_loader, start_loader_server  # noqa: E402
 from regionshards.trainer.decode import decode_for_crops, parse_partition  # noqa: E402
 from regionshards.trainer.epoch_plan import EpochPlan, shuffled  # noqa: E402
 from regionshards.trainer.transforms import Crop, dct_scale  # noqa: E402
@@ -172,6 +173,35 @@ def test_resume_mid_epoch_gives_the_same_batches(uneven: Path, workers: int) -> 
         stream = ShardStream(uneven, cfg, rank=1, world_size=2, start_step=start, epochs=3 - start // 3)
         resumed = [_signature(b) for b in make_loader(stream, workers)]
         assert resumed == full[start:]
+
+
+def test_loader_workers_fork_with_torch_and_the_loader_already_imported(tmp_path: Path) -> None:
+    # A worker is a child of the fork server; started by start_loader_server, the server imported the loader
+    # (torch, cv2) before forking it. The child runs a builtin (exec), so unpickling its target imports nothing.
+    context = start_loader_server("detcon")
+    out = tmp_path / "modules.txt"
+    child = context.Process(target=exec, args=(f"import sys; open({str(out)!r}, 'w').write(' '.join(sys.modules))",))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert {"torch", "cv2", "regionshards.trainer.data"} <= set(out.read_text().split())
+
+
+class _EnvironmentStream(ShardStream):
+    """Yields what a worker sees of one environment variable instead of batches."""
+
+    def __iter__(self):
+        yield {"mark": os.environ.get("REGIONSHARDS_TEST_MARK")}
+
+
+def test_loader_workers_see_the_environment_of_when_the_loader_was_made(uneven: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the fork server (and so a worker's inherited environment) may predate a variable set since, e.g. an
+    # object store's endpoint or credentials set after a first loader
+    start_loader_server("detcon")
+    monkeypatch.setenv("REGIONSHARDS_TEST_MARK", "set after the server started")
+    loader = make_loader(_EnvironmentStream(uneven, small_cfg()), 1)
+    assert [b["mark"] for b in loader] == ["set after the server started"]
 
 
 def test_workers_deliver_every_batch_once_in_order(uneven: Path) -> None:

@@ -14,8 +14,10 @@ the worker's traceback).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -203,9 +205,17 @@ def make_loader(stream: ShardStream, workers: int, pin_memory: bool = False) -> 
     # forkserver, not fork: forking a process that already runs threads (Ray's client, NCCL, OpenMP pools) can
     # deadlock the child on a lock held by a thread that does not exist there.
     context = start_loader_server(method_spec(stream.cfg.method).family) if workers else None
+    # A fork server's children inherit the server's environment, fixed when it started; a worker takes this
+    # process's environment as it is now (object-store endpoint and credentials, set after a first loader).
+    init = functools.partial(_adopt_environment, dict(os.environ)) if workers else None
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                                        persistent_workers=False, prefetch_factor=2 if workers else None,
-                                       multiprocessing_context=context)
+                                       multiprocessing_context=context, worker_init_fn=init)
+
+
+def _adopt_environment(environ: dict[str, str], worker_id: int) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def loader_batches(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, Any]]:
