@@ -186,14 +186,14 @@ def _room_for_files(n: int) -> None:
 def start_loader_server(family: str | None = None) -> multiprocessing.context.BaseContext:
     """The loader workers' multiprocessing context, its fork server started now if it is not running yet.
 
-    The server imports this module (torch, cv2) and the method ``family``'s views module once and forks every
-    worker from there,
-    instead of each worker importing them afresh (≈ 3 s of a 2-core machine's start with 4 workers); called
-    before the model is built, that import overlaps the build. The server runs no threads, so forking it is safe.
+    The server imports the main module (multiprocessing's default), this module (torch, cv2) and the method
+    ``family``'s views module once and forks every worker from there, instead of each worker importing them
+    afresh (≈ 3 s of a 2-core machine's start with 4 workers); called before the model is built, that import
+    overlaps the build. The server runs no threads, so forking it is safe.
     """
     context = multiprocessing.get_context("forkserver")
     views = [f"{__package__}.methods.{family}_views"] if family else []
-    context.set_forkserver_preload([__name__, *views])
+    context.set_forkserver_preload(["__main__", __name__, *views])
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
