@@ -17,6 +17,8 @@ import functools
 import numba
 import numpy as np
 
+from ...proposals.rle import paint_runs
+
 _COMPACT_ABOVE = 1024  # ids beyond this are renumbered densely first, so the histogram stays small
 
 
@@ -110,8 +112,6 @@ def runs_grid(starts: np.ndarray, segs: np.ndarray, height: int, width: int, row
     size = rows.size
     if (n_ids > _COMPACT_ABOVE or size % stride or size != cols.size or not size
             or (size > 1 and np.any(rows[1:] < rows[:-1]))):
-        from ...proposals.rle import paint_runs
-
         return majority_grid(paint_runs(starts, segs, height, width)[rows][:, cols], stride)
     return _runs_votes(starts, segs, height, rows, cols, stride, n_ids).reshape(size // stride, size // stride)
 
